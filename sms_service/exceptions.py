@@ -1,0 +1,108 @@
+"""The service's one exception tree; `errors.py` maps each class to an HTTP answer."""
+
+from __future__ import annotations
+
+
+class SmsServiceError(Exception):
+    """Raised for any failure the service knows how to explain."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ConfigError(SmsServiceError):
+    """Raised when a configuration variable is missing or wrong; the message names it."""
+
+
+class ProviderLoadError(ConfigError):
+    """Raised when the provider plugin cannot be found or fails to load."""
+
+
+# -- provider answers (raised by plugins) ---------------------------------------------
+
+
+class ProviderError(SmsServiceError):
+    """Raised when the provider did not accept the message.
+
+    `provider_code` is the provider's own error code when it gave one, `http_status` the
+    status of its answer, `request_id` the provider's request id when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_code: str | int | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.provider_code = provider_code
+        self.http_status = http_status
+        self.request_id = request_id
+
+
+class MessageRejected(ProviderError):
+    """Raised when the provider refuses the message itself (bad number, opted out, ...)."""
+
+
+class ProviderRateLimited(ProviderError):
+    """Raised when the provider says too many requests; nothing was sent."""
+
+
+class ProviderAuthError(ProviderError):
+    """Raised when the provider refuses our credentials."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Raised on a provider 5xx, an unreadable answer or a refused connection."""
+
+
+class ProviderTimeout(ProviderError):
+    """Raised when the provider did not answer within PROVIDER_TIMEOUT."""
+
+
+# -- guards ---------------------------------------------------------------------------
+
+
+class GuardRejection(SmsServiceError):
+    """Raised when an anti-fraud guard refuses a request before any provider call."""
+
+    guard = "guard"
+
+
+class RateLimitExceeded(GuardRejection):
+    """Raised when the deployment-wide rate limit is reached."""
+
+    guard = "rate_limit"
+
+
+class DestinationRefused(GuardRejection):
+    """Raised when the destination country or number type is not allowed."""
+
+    guard = "destination_policy"
+
+
+class ReceiverTooSoon(GuardRejection):
+    """Raised when the same receiver is asked for again before its delay has passed."""
+
+    guard = "exponential_delay"
+
+
+class BalanceExhausted(GuardRejection):
+    """Raised when the provider balance is zero or less."""
+
+    guard = "balance"
+
+
+class BalanceUnavailable(GuardRejection):
+    """Raised when the balance could not be read, so the send is refused (fail closed)."""
+
+    guard = "balance"
+
+
+class StorageUnavailable(SmsServiceError):
+    """Raised when the guards' shared storage cannot be reached (fail closed)."""

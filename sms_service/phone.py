@@ -1,0 +1,77 @@
+"""Phone numbers: strict E.164 checks, country and type look-ups, masking for logs."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+SHORT_CODE = re.compile(r"\d{3,8}")
+ALPHANUMERIC_ID = re.compile(r"(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+
+# phonenumbers names every type; operators write them as in its PhoneNumberType.
+NUMBER_TYPES = {
+    name: value for name, value in vars(PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
+_TYPE_NAMES = {value: name for name, value in NUMBER_TYPES.items()}
+
+
+def is_e164(text: str) -> bool:
+    """Tell whether `text` is strictly ``+`` and 2 to 15 digits, no leading zero."""
+    return E164.fullmatch(text) is not None
+
+
+def parse(number: str) -> phonenumbers.PhoneNumber | None:
+    """Parse an E.164 string; None when phonenumbers cannot read it."""
+    try:
+        return phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def is_possible(number: str) -> bool:
+    """Tell whether a strict E.164 string is a possible number for its country."""
+    parsed = parse(number)
+    return parsed is not None and phonenumbers.is_possible_number(parsed)
+
+
+def region_of(number: str) -> str | None:
+    """ISO 3166 alpha-2 region of a number (``US``), None when unknown."""
+    parsed = parse(number)
+    if parsed is None:
+        return None
+    region = phonenumbers.region_code_for_number(parsed)
+    return None if region in (None, "ZZ", "001") else region
+
+
+def regions_of_calling_code(number: str) -> set[str]:
+    """All regions sharing the number's calling code (``+1`` -> US, CA, ...)."""
+    parsed = parse(number)
+    if parsed is None:
+        return set()
+    return set(phonenumbers.region_codes_for_country_code(parsed.country_code))
+
+
+def type_of(number: str) -> str:
+    """phonenumbers type name of a number (``MOBILE``, ``PREMIUM_RATE``, ``UNKNOWN``...)."""
+    parsed = parse(number)
+    if parsed is None:
+        return "UNKNOWN"
+    return _TYPE_NAMES.get(phonenumbers.number_type(parsed), "UNKNOWN")
+
+
+def country_calling_code(number: str) -> int | None:
+    """Calling code of a number (``1`` for ``+1...``), None when unknown."""
+    parsed = parse(number)
+    return parsed.country_code if parsed is not None else None
+
+
+def mask_number(number: str) -> str:
+    """Mask a number for logs: country code and last two digits only (``+44***89``)."""
+    if not is_e164(number):
+        return "***"
+    code = country_calling_code(number)
+    return f"+{code}***{number[-2:]}" if code else f"+***{number[-2:]}"

@@ -1,0 +1,207 @@
+"""Pooled, deadline-bounded HTTP for provider plugins, with the only retry that is safe.
+
+Plugins use `ProviderHTTP` so that every provider gets the same guarantees: one
+connection pool per worker shared by its threads, the whole call (connect, headers and
+body) bounded by ``PROVIDER_TIMEOUT``, answers read up to a size cap, and a POST retried
+only when the connection was never established (so the request provably never left).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from sms_service.exceptions import (
+    MessageRejected,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+MAX_ANSWER_BYTES = 1 << 20
+CHUNK_BYTES = 16 << 10
+
+
+@dataclass(frozen=True)
+class ProviderAnswer:
+    """A provider's HTTP answer, read whole (up to the size cap)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    provider: str = field(default="provider", repr=False)
+
+    def json(self) -> Any:
+        """Decode the body as JSON; raises `ProviderUnavailable` when it is not."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ProviderUnavailable(
+                f"{self.provider} answered HTTP {self.status} with a body that is not JSON",
+                http_status=self.status,
+            ) from None
+
+    @property
+    def retry_after(self) -> int | None:
+        """The ``Retry-After`` header in whole seconds, when present and readable."""
+        return parse_retry_after(self.headers.get("Retry-After"))
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id header, when it sent one."""
+        for name in ("Twilio-Request-Id", "X-Request-Id", "Request-Id"):
+            if self.headers.get(name):
+                return self.headers[name][:100]
+        return None
+
+
+def parse_retry_after(value: str | None) -> int | None:
+    """Read a ``Retry-After`` value (seconds or an HTTP date) as whole seconds >= 1."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return max(1, int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(1, math.ceil(when.timestamp() - time.time()))
+
+
+def error_for_status(
+    answer: ProviderAnswer, reason: str, code: str | int | None = None
+) -> ProviderError:
+    """Build the exception for a failed answer from its HTTP status.
+
+    401/403 -> `ProviderAuthError`, 429 -> `ProviderRateLimited`, other 4xx ->
+    `MessageRejected`, anything else -> `ProviderUnavailable`.
+    """
+    status = answer.status
+    text = f"{answer.provider} error {code}: {reason}" if code else f"{answer.provider}: {reason}"
+    kwargs = {"provider_code": code, "http_status": status, "request_id": answer.request_id}
+    if status in (401, 403):
+        return ProviderAuthError(f"{answer.provider} refused our credentials", **kwargs)
+    if status == 429:
+        return ProviderRateLimited(text, retry_after=answer.retry_after, **kwargs)
+    if 400 <= status < 500:
+        return MessageRejected(text, **kwargs)
+    return ProviderUnavailable(f"{answer.provider} answered HTTP {status}", **kwargs)
+
+
+class ProviderHTTP:
+    """A thread-safe pooled HTTP client bound to one provider."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        timeout: float,
+        connect_timeout: float = 3.05,
+        pool_size: int = 64,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
+        self.provider = provider
+        self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
+        self.max_answer_bytes = max_answer_bytes
+        self.session = requests.Session()
+        self.session.trust_env = False  # never route provider traffic via ambient proxies or .netrc
+        if headers:
+            self.session.headers.update(headers)
+        self.session.auth = auth
+        # Only connection errors are retried (once): the request never left, so the
+        # provider cannot have sent anything. Reads, statuses and redirects never are.
+        retry = Retry(
+            total=1, connect=1, read=0, status=0, other=0, redirect=0,
+            allowed_methods=None, raise_on_status=False, respect_retry_after_header=False,
+        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> ProviderAnswer:
+        """Make one call and read its answer within the deadline.
+
+        Raises `ProviderTimeout` past the deadline and `ProviderUnavailable` when the
+        provider cannot be reached or its answer cannot be read.
+        """
+        deadline = time.monotonic() + self.timeout
+        name = self.provider
+        try:
+            response = self.session.request(
+                method, url, timeout=(self.connect_timeout, self.timeout),
+                stream=True, allow_redirects=False, **kwargs,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise ProviderTimeout(f"{name} did not accept a connection in time") from None
+        except requests.exceptions.ReadTimeout:
+            raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError:
+            raise ProviderUnavailable(f"could not connect to {name}") from None
+        except requests.exceptions.RequestException as exc:
+            raise ProviderUnavailable(f"{name} call failed ({type(exc).__name__})") from None
+        try:
+            body = self._read_body(response, deadline)
+        finally:
+            response.close()
+        return ProviderAnswer(response.status_code, response.headers, body, provider=name)
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        name = self.provider
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_answer_bytes:
+            raise ProviderUnavailable(f"{name} answer is too large ({declared} bytes)")
+        chunks: list[bytes] = []
+        size = 0
+        stream = response.iter_content(CHUNK_BYTES)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s")
+                _set_read_timeout(response, remaining)
+                chunk = next(stream, None)
+                if chunk is None:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.max_answer_bytes:
+                    raise ProviderUnavailable(f"{name} answer is larger than {self.max_answer_bytes} bytes")
+                chunks.append(chunk)
+        except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc).lower():
+                raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
+            raise ProviderUnavailable(f"{name} closed the connection mid-answer") from None
+        except requests.exceptions.RequestException as exc:
+            raise ProviderUnavailable(f"{name} answer could not be read ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+
+def _set_read_timeout(response: requests.Response, seconds: float) -> None:
+    # requests applies one read timeout per recv(); shrinking the socket's timeout to
+    # what is left of the deadline keeps a slow, dripping answer inside the bound.
+    connection = getattr(response.raw, "_connection", None) or getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(max(seconds, 0.001))
+        except OSError:
+            pass
