@@ -39,20 +39,18 @@ def is_possible(number: str) -> bool:
 
 
 def region_of(number: str) -> str | None:
-    """ISO 3166 alpha-2 region of a number (``US``), None when unknown."""
+    """ISO 3166 alpha-2 region of a number (``US``), None when unknown.
+
+    A number whose exact region is unknown (an unassigned range such as +1 555) gets the
+    main region of its calling code, so ALLOWED_COUNTRIES still decides about it.
+    """
     parsed = parse(number)
     if parsed is None:
         return None
     region = phonenumbers.region_code_for_number(parsed)
+    if region in (None, "ZZ", "001"):
+        region = phonenumbers.region_code_for_country_code(parsed.country_code)
     return None if region in (None, "ZZ", "001") else region
-
-
-def regions_of_calling_code(number: str) -> set[str]:
-    """All regions sharing the number's calling code (``+1`` -> US, CA, ...)."""
-    parsed = parse(number)
-    if parsed is None:
-        return set()
-    return set(phonenumbers.region_codes_for_country_code(parsed.country_code))
 
 
 def type_of(number: str) -> str:

@@ -1,0 +1,1 @@
+"""sms-service-kaleyra: the `kaleyra` provider plugin for sms-service."""

@@ -1,0 +1,1 @@
+"""sms-service-twilio: the `twilio` provider plugin for sms-service."""

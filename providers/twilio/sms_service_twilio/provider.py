@@ -1,0 +1,297 @@
+"""The `twilio` provider: sends SMS through Twilio's 2010-04-01 Messages REST API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import ipaddress
+import logging
+import re
+import urllib.parse
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from importlib import metadata
+from typing import Any
+
+from sms_service.exceptions import (
+    ConfigError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderUnavailable,
+)
+from sms_service.provider import Balance, Message, Provider, Receipt
+from sms_service.provider_http import ProviderAnswer, ProviderHTTP, error_for_status
+
+log = logging.getLogger(__name__)
+
+NAME = "twilio"
+DEFAULT_BASE_URL = "https://api.twilio.com"
+API_VERSION = "2010-04-01"
+RATE_LIMIT_CODE = 20429
+MAX_REASON_CHARS = 200
+
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_API_KEY_SID = re.compile(r"SK[0-9a-fA-F]{32}")
+# HTTP Basic credentials go out latin-1 encoded by requests; printable ASCII without
+# spaces is what Twilio issues, and checking it here keeps an encoding error off the
+# hot path.
+_SECRET = re.compile(r"[!-~]+")
+_DIGITS = re.compile(r"[0-9]+")
+
+try:
+    _VERSION = metadata.version("sms-service-twilio")
+except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+    _VERSION = "0+unknown"
+
+
+class TwilioProvider(Provider):
+    """Sends through Twilio Programmable Messaging; reads only ``TWILIO_*`` variables.
+
+    Authenticates with ``TWILIO_ACCOUNT_SID`` + ``TWILIO_AUTH_TOKEN``, or with an API
+    key (``TWILIO_API_KEY_SID`` + ``TWILIO_API_KEY_SECRET``); the Account SID is in
+    every URL either way. Thread-safe: all state is built once in ``__init__``.
+    """
+
+    def __init__(self, env: Mapping[str, str], *, timeout: float) -> None:
+        """Read and check the ``TWILIO_*`` variables and build the pooled client.
+
+        Raises `ConfigError` naming the variable that is missing or wrong; the message
+        never contains a secret.
+        """
+        super().__init__(env, timeout=timeout)
+        account_sid = _get(env, "TWILIO_ACCOUNT_SID")
+        if account_sid is None:
+            raise ConfigError("TWILIO_ACCOUNT_SID is required for the twilio provider")
+        if not _ACCOUNT_SID.fullmatch(account_sid):
+            raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex characters")
+        self.account_sid = account_sid
+        base_url = _base_url(env)
+        root = f"{base_url}/{API_VERSION}/Accounts/{account_sid}"
+        self.messages_url = f"{root}/Messages.json"
+        self.balance_url = f"{root}/Balance.json"
+        self._http = ProviderHTTP(
+            NAME,
+            timeout=timeout,
+            auth=_credentials(env, account_sid),
+            headers={"Accept": "application/json", "User-Agent": f"sms-service-twilio/{_VERSION}"},
+        )
+
+    def __repr__(self) -> str:
+        return f"TwilioProvider(account_sid={self.account_sid!r}, url={self.messages_url!r})"
+
+    def send(self, message: Message) -> Receipt:
+        """Create a Twilio Message and return its receipt.
+
+        Raises `MessageRejected` (Twilio refused the message: bad number, opted out...),
+        `ProviderRateLimited` (HTTP 429 or code 20429, with ``retry_after`` when given),
+        `ProviderAuthError` (401/403), `ProviderUnavailable` (5xx, unreachable, or an
+        answer without a message id) or `ProviderTimeout`.
+        """
+        answer = self._http.request(
+            "POST",
+            self.messages_url,
+            data={"To": message.receiver, "From": message.sender, "Body": message.body},
+        )
+        data = _success_object(answer)
+        sid = data.get("sid")
+        if not isinstance(sid, str) or not sid.strip():
+            raise _unreadable(answer, "answer lacks the message id")
+        status = data.get("status")
+        return Receipt(
+            sid=sid,
+            status=status if isinstance(status, str) and status else "queued",
+            date_event=_date_created(data.get("date_created")),
+            num_segments=_segments(data.get("num_segments")),
+        )
+
+    def balance(self) -> Balance:
+        """Return the account balance (it can be negative).
+
+        Raises `ProviderUnavailable` when the answer has no readable balance, and the
+        same errors as `send` for a failed call.
+        """
+        answer = self._http.request("GET", self.balance_url)
+        data = _success_object(answer)
+        amount = _decimal(data.get("balance"))
+        if amount is None:
+            raise _unreadable(answer, "balance answer lacks a readable balance")
+        currency = data.get("currency")
+        # The guard only compares the amount, so a missing currency label is no reason
+        # to refuse every send.
+        return Balance(amount=amount, currency=currency if isinstance(currency, str) else "")
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    # An empty value counts as unset: templated deployments often export NAME="".
+    value = env.get(name)
+    return value or None
+
+
+def _base_url(env: Mapping[str, str]) -> str:
+    value = _get(env, "TWILIO_BASE_URL") or DEFAULT_BASE_URL
+    # Never echo the value: a URL can carry user:password.
+    problem = "TWILIO_BASE_URL must be an http(s) URL such as https://api.twilio.com"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(problem)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        raise ConfigError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(problem)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("TWILIO_BASE_URL must not contain credentials")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ConfigError("TWILIO_BASE_URL must not have a query or a fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        log.warning("TWILIO_BASE_URL is plain http: credentials and messages travel unencrypted")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials(env: Mapping[str, str], account_sid: str) -> tuple[str, str]:
+    token = _get(env, "TWILIO_AUTH_TOKEN")
+    key_sid = _get(env, "TWILIO_API_KEY_SID")
+    key_secret = _get(env, "TWILIO_API_KEY_SECRET")
+    if key_sid is None and key_secret is None:
+        if token is None:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is required for the twilio provider "
+                "(or TWILIO_API_KEY_SID with TWILIO_API_KEY_SECRET)"
+            )
+        _check_secret("TWILIO_AUTH_TOKEN", token)
+        return account_sid, token
+    # Two credentials set at once would leave the operator guessing which one is used.
+    if token is not None:
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN and TWILIO_API_KEY_SID/TWILIO_API_KEY_SECRET are both set; "
+            "set only one kind of credential"
+        )
+    if key_sid is None:
+        raise ConfigError("TWILIO_API_KEY_SID is required when TWILIO_API_KEY_SECRET is set")
+    if key_secret is None:
+        raise ConfigError("TWILIO_API_KEY_SECRET is required when TWILIO_API_KEY_SID is set")
+    if not _API_KEY_SID.fullmatch(key_sid):
+        raise ConfigError("TWILIO_API_KEY_SID must be SK followed by 32 hex characters")
+    _check_secret("TWILIO_API_KEY_SECRET", key_secret)
+    return key_sid, key_secret
+
+
+def _check_secret(name: str, value: str) -> None:
+    if not _SECRET.fullmatch(value):
+        raise ConfigError(f"{name} must be printable ASCII with no spaces or line breaks")
+
+
+def _success_object(answer: ProviderAnswer) -> dict[str, Any]:
+    """Return the JSON object of a 2xx answer.
+
+    Raises the mapped `ProviderError` for any other status, and `ProviderUnavailable`
+    when the body is not a JSON object.
+    """
+    if not 200 <= answer.status < 300:
+        raise _error(answer)
+    data = answer.json()
+    if not isinstance(data, dict):
+        raise _unreadable(answer, "answer is not a JSON object")
+    return data
+
+
+def _unreadable(answer: ProviderAnswer, what: str) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"{NAME} {what}", http_status=answer.status, request_id=answer.request_id
+    )
+
+
+def _error(answer: ProviderAnswer) -> ProviderError:
+    """Map a failed answer (body ``{"code", "message", "more_info", "status"}``) to an error."""
+    code: int | None = None
+    reason = ""
+    try:
+        data = answer.json()
+    except ProviderUnavailable:
+        data = None
+    if isinstance(data, dict):
+        code = _code(data.get("code"))
+        if isinstance(data.get("message"), str):
+            reason = _one_line(data["message"])
+    if not reason:
+        reason = f"answered HTTP {answer.status}"
+    # 20429 means the request was never processed, whatever status carries it.
+    if code == RATE_LIMIT_CODE and answer.status != 429:
+        return ProviderRateLimited(
+            f"{NAME} error {code}: {reason}",
+            provider_code=code,
+            http_status=answer.status,
+            request_id=answer.request_id,
+            retry_after=answer.retry_after,
+        )
+    return error_for_status(answer, reason, code)
+
+
+def _code(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value) and len(value) <= 9:
+        return int(value)
+    return None
+
+
+def _one_line(text: str) -> str:
+    # Twilio reasons reach the caller's 400 message and the logs: one line, bounded.
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
+    return text
+
+
+def _segments(value: object) -> int | None:
+    # Twilio sends a string that is "0" until it has counted; None lets the core count.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) <= 9:
+        count = int(value.strip())
+    else:
+        return None
+    return count if count > 0 else None
+
+
+def _date_created(value: object) -> dt.datetime:
+    """Read Twilio's RFC 2822 ``date_created`` as aware UTC; now when absent or unreadable."""
+    if isinstance(value, str):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            # RFC 2822 "-0000" parses as naive: the time is UTC with no zone claimed.
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            return when.astimezone(dt.UTC)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
+    return dt.datetime.now(dt.UTC)
+
+
+def _decimal(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    # NaN would make every later comparison with zero raise; infinity is no balance.
+    return amount if amount.is_finite() else None

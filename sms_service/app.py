@@ -1,0 +1,93 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import Unauthorized
+
+from sms_service import errors, send
+from sms_service.config import Settings, load_settings
+from sms_service.dispatch import Dispatcher
+from sms_service.guards import Guards
+from sms_service.logs import REQUEST_ID_HEADER, request_id_from
+from sms_service.plugin_loader import load_provider
+from sms_service.provider import Provider
+from sms_service.storage import Storage, open_storage
+
+MAX_REQUEST_BYTES = 16 * 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What one worker builds at start-up and every request shares."""
+
+    settings: Settings
+    provider: Provider
+    storage: Storage
+    guards: Guards
+    dispatcher: Dispatcher
+
+    def authorize(self, header: str | None) -> None:
+        """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise."""
+        keys = self.settings.api_keys
+        if not keys:
+            return
+        scheme, _, given = (header or "").partition(" ")
+        given_bytes = given.strip().encode()
+        # Compare against every key, always, so timing tells nothing about which matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(given_bytes, key.encode())
+        if scheme.lower() != "bearer" or not matched:
+            raise Unauthorized(www_authenticate="Bearer")
+
+
+def create_app(env: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from `env` (the process environment by default).
+
+    Raises `ConfigError` (or `ProviderLoadError`) naming what is wrong.
+    """
+    settings = load_settings(env)
+    provider = load_provider(settings)
+    storage = open_storage(settings.storage_uri)
+    guards = Guards(settings, storage, provider)
+    services = Services(settings, provider, storage, guards,
+                        Dispatcher(settings.provider, provider, guards))
+
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        API_TITLE="sms-service",
+        API_VERSION=_version(),
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/documentation",
+        OPENAPI_JSON_PATH="json",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["sms_service"] = services
+    api = errors.init_app(app)
+    api.register_blueprint(send.bp)
+
+    @app.before_request
+    def take_request_id() -> None:
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id_from(None)
+        return response
+
+    return app
+
+
+def _version() -> str:
+    from sms_service import __version__
+
+    return __version__

@@ -1,0 +1,187 @@
+"""Configuration: the only module that knows the service's environment variable names.
+
+Read and validated once at start-up; a wrong value raises `ConfigError` with one line
+that names the variable, so a process never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sms_service.durations import parse_duration_ms
+from sms_service.exceptions import ConfigError
+from sms_service.phone import NUMBER_TYPES
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_REGION = re.compile(r"[A-Z]{2}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated service configuration."""
+
+    provider: str
+    rate_limit_max_requests: int = 100
+    rate_limit_window_ms: float = 60_000
+    delay_reset_after: float = 120
+    http_port: int = 3000
+    log_level: str = "info"
+    storage_uri: str = "memory://"
+    provider_timeout: float = 10
+    allowed_countries: frozenset[str] | None = None
+    blocked_number_types: frozenset[str] = frozenset({"PREMIUM_RATE", "SHARED_COST"})
+    balance_check: bool = False
+    workers: int = 1
+    idempotency_ttl: float = 86_400
+    api_keys: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def balance_check_variable(self) -> str:
+        """Name of this provider's ``<NAME>_EMPTY_BALANCE_CHECK`` variable."""
+        return balance_variable(self.provider)
+
+    @property
+    def shared_storage(self) -> bool:
+        """Tell whether guard state is shared between processes."""
+        return not self.storage_uri.startswith("memory://")
+
+
+def balance_variable(provider: str) -> str:
+    """``<NAME>_EMPTY_BALANCE_CHECK`` for a provider name."""
+    return re.sub(r"[^A-Z0-9]", "_", provider.upper()) + "_EMPTY_BALANCE_CHECK"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration from `env` (the process environment by default).
+
+    Raises `ConfigError` naming the first wrong variable.
+    """
+    env = dict(os.environ if env is None else env)
+    provider = env.get("SERVICE_PROVIDER", "").strip()
+    if not provider:
+        raise ConfigError("SERVICE_PROVIDER is not set: name a provider plugin such as twilio or kaleyra")
+    settings = Settings(
+        provider=provider,
+        rate_limit_max_requests=_positive_int(env, "RATE_LIMIT_MAX_REQUESTS", 100),
+        rate_limit_window_ms=_duration(env, "RATE_LIMIT_TIME_WINDOW", "1 minute"),
+        delay_reset_after=_positive_number(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120),
+        http_port=_port(env, "HTTP_PORT", 3000),
+        log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
+        storage_uri=_storage_uri(env, "STORAGE_URI", "memory://"),
+        provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
+        allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
+        blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
+        balance_check=_bool(env, balance_variable(provider), False),
+        workers=_positive_int(env, "WEB_CONCURRENCY", 1),
+        idempotency_ttl=_positive_number(env, "IDEMPOTENCY_TTL", 86_400),
+        api_keys=_api_keys(env, "API_KEYS"),
+        env=env,
+    )
+    if settings.workers > 1 and not settings.shared_storage:
+        raise ConfigError(
+            f"STORAGE_URI is memory:// but WEB_CONCURRENCY is {settings.workers}: each worker "
+            "would count alone and multiply every limit; use redis:// or one worker"
+        )
+    return settings
+
+
+def _raw(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = _raw(env, name, str(default))
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"{name} must be a whole number greater than 0, got {text!r}")
+    return int(text)
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = _raw(env, name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a number of seconds greater than 0, got {text!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    text = _raw(env, name, str(default))
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"{name} must be a TCP port between 1 and 65535, got {text!r}")
+    return int(text)
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> float:
+    try:
+        return parse_duration_ms(_raw(env, name, default))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    text = _raw(env, name, default).lower()
+    if text not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text == "" and name not in env:
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {text!r}")
+
+
+def _storage_uri(env: Mapping[str, str], name: str, default: str) -> str:
+    text = _raw(env, name, default)
+    scheme = urlsplit(text).scheme
+    if text != "memory://" and scheme not in ("redis", "rediss", "redis+unix"):
+        raise ConfigError(f"{name} must be memory:// or a redis://, rediss:// or redis+unix:// URI")
+    if scheme in ("redis", "rediss") and not urlsplit(text).hostname:
+        raise ConfigError(f"{name} has no host")
+    return text
+
+
+def _countries(env: Mapping[str, str], name: str) -> frozenset[str] | None:
+    text = _raw(env, name, "")
+    if not text:
+        return None
+    codes = frozenset(code.strip().upper() for code in text.split(",") if code.strip())
+    bad = sorted(code for code in codes if not _REGION.fullmatch(code))
+    if bad or not codes:
+        raise ConfigError(f"{name} must list ISO 3166 alpha-2 codes such as US,GB; bad: {', '.join(bad)}")
+    return codes
+
+
+def _number_types(env: Mapping[str, str], name: str, default: str) -> frozenset[str]:
+    text = env.get(name, default).strip()
+    types = frozenset(t.strip().upper() for t in text.split(",") if t.strip())
+    bad = sorted(types - NUMBER_TYPES.keys())
+    if bad:
+        raise ConfigError(
+            f"{name} has unknown number types {', '.join(bad)}; known: {', '.join(sorted(NUMBER_TYPES))}"
+        )
+    return types
+
+
+def _api_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in env.get(name, "").split(",") if k.strip())
+    if any(len(k) < 16 for k in keys):
+        raise ConfigError(f"{name} keys must be at least 16 characters long")
+    return keys

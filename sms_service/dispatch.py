@@ -1,0 +1,63 @@
+"""The send pipeline: guards after validation, then the provider, then the receipt."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from sms_service.guards import Guards
+from sms_service.phone import mask_number
+from sms_service.provider import Message, Provider, Receipt
+from sms_service.segments import count_segments
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Sends one validated message through the guards and the provider."""
+
+    def __init__(self, provider_name: str, provider: Provider, guards: Guards) -> None:
+        self.provider_name = provider_name
+        self.provider = provider
+        self.guards = guards
+
+    def send(self, sender: str, receiver: str, body: str) -> dict[str, str]:
+        """Send a message and return the receipt as the API's four strings.
+
+        Raises a `GuardRejection`, `StorageUnavailable` or `ProviderError`.
+        """
+        self.guards.check_destination(receiver)
+        self.guards.check_delay(receiver)
+        self.guards.check_balance()
+        segments = count_segments(body)
+        message = Message(sender=sender, receiver=receiver, body=body,
+                          num_segments=segments.count, encoding=segments.encoding)
+        started = time.perf_counter()
+        receipt = self.provider.send(message)
+        answer = receipt_fields(receipt, segments.count)
+        log.info("message accepted by provider", extra={
+            "provider": self.provider_name, "receiver": mask_number(receiver),
+            "segments": answer["numSegments"], "encoding": segments.encoding,
+            "status": answer["status"], "sid": answer["sid"],
+            "provider_ms": round((time.perf_counter() - started) * 1000, 1),
+        })
+        return answer
+
+
+def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:
+    """Turn a plugin's receipt into the API's fields, tolerating a sloppy plugin."""
+    if not isinstance(receipt, Receipt) or not receipt.sid:
+        raise TypeError("provider plugin returned no Receipt with a sid")
+    when = receipt.date_event
+    if when.tzinfo is None:  # a plugin's naive datetime is taken as UTC
+        when = when.replace(tzinfo=dt.UTC)
+    when = when.astimezone(dt.UTC)
+    segments = receipt.num_segments if receipt.num_segments and receipt.num_segments > 0 else local_segments
+    return {
+        "dateEvent": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        "numSegments": str(segments),
+        "sid": str(receipt.sid),
+        "status": str(receipt.status or "queued"),
+    }

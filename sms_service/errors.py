@@ -1,0 +1,189 @@
+"""Exception-to-HTTP mapping: every error of every route becomes {statusCode, error, message}."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException
+
+from sms_service.exceptions import (
+    BalanceExhausted,
+    BalanceUnavailable,
+    ConfigError,
+    DestinationRefused,
+    MessageRejected,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitExceeded,
+    ReceiverTooSoon,
+    SmsServiceError,
+    StorageUnavailable,
+)
+from sms_service.schemas import ErrorSchema
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class an exception is an instance of decides.
+STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
+    (RateLimitExceeded, 429),
+    (ReceiverTooSoon, 429),
+    (DestinationRefused, 403),
+    (BalanceExhausted, 503),
+    (BalanceUnavailable, 503),
+    (StorageUnavailable, 503),
+    (MessageRejected, 400),
+    (ProviderRateLimited, 429),
+    (ProviderAuthError, 502),
+    (ProviderTimeout, 504),
+    (ProviderUnavailable, 502),
+    (ProviderError, 502),
+    (ConfigError, 500),
+)
+
+_MESSAGES = {
+    404: "no such route",
+    413: "request body is larger than 16 KiB",
+    415: "Content-Type must be application/json",
+    500: "internal error; the service log has the details under this request id",
+}
+
+
+def status_for(exc: SmsServiceError) -> int:
+    """HTTP status of a service exception (500 for an unmapped one)."""
+    for cls, status in STATUS_BY_EXCEPTION:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """Build the error JSON answer."""
+    response = jsonify(
+        statusCode=str(status), error=HTTPStatus(status).phrase, message=message
+    )
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+class ArgumentsParser(FlaskParser):
+    """webargs parser answering 400 (not 422) and refusing pathological JSON cleanly."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: Any) -> Any:
+        # webargs treats an empty document as "no JSON at all" and would report every
+        # field missing; an empty body is simply not a JSON object.
+        if not req.get_data(cache=True).strip():
+            raise json.JSONDecodeError("empty body", "<empty>", 0)
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("JSON nested too deeply", "<nested>", 0) from None
+
+
+class ServiceBlueprint(Blueprint):
+    """flask-smorest blueprint using the service's parser."""
+
+    ARGUMENTS_PARSER = ArgumentsParser()
+
+
+class ServiceApi(Api):
+    """flask-smorest Api whose error handler speaks the service's error JSON."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_error_handlers(self) -> None:
+        super()._register_error_handlers()
+        self._app.register_error_handler(SmsServiceError, handle_service_error)
+
+    def handle_http_exception(self, error: HTTPException) -> Response:
+        """Answer any HTTP exception, including the 500 of an unhandled one."""
+        status = error.code or 500
+        if status >= 500:
+            cause = getattr(error, "original_exception", None)
+            if cause is not None:
+                log.error("unhandled error", exc_info=cause)
+        headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"} if status == 405 else {}
+        data = getattr(error, "data", None) or {}
+        headers.update(data.get("headers") or {})
+        return error_response(status, _message(status, error, data), headers)
+
+
+def handle_service_error(exc: SmsServiceError) -> Response:
+    """Answer a service exception with its mapped status and, for 429, Retry-After."""
+    status = status_for(exc)
+    if isinstance(exc, ProviderAuthError):
+        log.error("provider refused our credentials", extra=_provider_fields(exc))
+    elif isinstance(exc, ProviderError):
+        log.warning("provider did not accept the message", extra=_provider_fields(exc))
+    elif status >= 500:
+        log.error(exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    message = _MESSAGES[500] if isinstance(exc, ConfigError) else exc.message
+    return error_response(status, message, headers)
+
+
+def _provider_fields(exc: ProviderError) -> dict[str, Any]:
+    return {
+        "error_class": type(exc).__name__, "provider_code": exc.provider_code,
+        "provider_status": exc.http_status, "provider_request_id": exc.request_id,
+    }
+
+
+def _message(status: int, error: HTTPException, data: Mapping[str, Any]) -> str:
+    if "messages" in data:
+        return _flatten(data["messages"]) or "invalid request"
+    if isinstance(data.get("message"), str):
+        return data["message"]
+    if status == 405:
+        return f"method {request.method} is not allowed on this route"
+    return _MESSAGES.get(status) or HTTPStatus(status).phrase.lower()
+
+
+def _flatten(messages: Any, path: str = "") -> str:
+    # webargs nests messages by location then field: {"json": {"receiver": ["..."]}}.
+    if isinstance(messages, Mapping):
+        parts = []
+        for key, value in messages.items():
+            if path == "" and key in ("json", "headers", "query", "form"):
+                sub = _flatten(value, "")
+            elif key == "_schema":
+                sub = _flatten(value, path)
+            else:
+                sub = _flatten(value, f"{path}.{key}" if path else str(key))
+            if sub:
+                parts.append(sub)
+        return "; ".join(parts)
+    if isinstance(messages, list | tuple):
+        texts = [m for m in messages if isinstance(m, str)]
+        nested = [_flatten(m, path) for m in messages if not isinstance(m, str)]
+        text = " ".join(texts)
+        if text == "Unknown field.":
+            text = "unknown field"
+        elif text == "Invalid input type.":
+            text = "the request body must be a JSON object"
+        elif text == "Invalid JSON body.":
+            text = "the request body is not valid JSON"
+        elif text == "Missing data for required field.":
+            text = "is required"
+        joined = "; ".join(filter(None, [text, *nested]))
+        return f"{path}: {joined}" if path and joined else joined
+    return str(messages)
+
+
+def init_app(app: Flask) -> ServiceApi:
+    """Attach the Api (OpenAPI document, error handlers) to `app`."""
+    api = ServiceApi(app)
+    return api

@@ -1,0 +1,109 @@
+"""Anti-pumping guards: global rate limit, destination policy, per-receiver delay, balance.
+
+They run before any provider call, in the order of SPEC section 6, and know nothing of
+Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+
+from limits import RateLimitItemPerSecond
+from limits.strategies import MovingWindowRateLimiter
+
+from sms_service import phone
+from sms_service.config import Settings
+from sms_service.exceptions import (
+    BalanceExhausted,
+    BalanceUnavailable,
+    DestinationRefused,
+    ProviderError,
+    RateLimitExceeded,
+    ReceiverTooSoon,
+)
+from sms_service.provider import Provider
+from sms_service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_KEY = "send"
+
+
+class Guards:
+    """The guards of one worker, sharing state through `storage`."""
+
+    def __init__(self, settings: Settings, storage: Storage, provider: Provider) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.provider = provider
+        self._limiter = MovingWindowRateLimiter(storage.limits_storage)
+        # `limits` counts whole seconds; rounding a fractional window up keeps the
+        # promise (never more than the maximum in any span of the configured length).
+        window_s = max(1, math.ceil(settings.rate_limit_window_ms / 1000))
+        if window_s * 1000 != settings.rate_limit_window_ms:
+            log.warning(
+                "RATE_LIMIT_TIME_WINDOW rounded up to a whole number of seconds",
+                extra={"window_ms": settings.rate_limit_window_ms, "window_s": window_s},
+            )
+        self._limit = RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s)
+        self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
+
+    def check_rate_limit(self) -> None:
+        """Count one /send request against the deployment-wide limit.
+
+        Raises `RateLimitExceeded` with the seconds until a slot frees up, or
+        `StorageUnavailable`.
+        """
+        if self.storage.guarded(lambda: self._limiter.hit(self._limit, RATE_LIMIT_KEY)):
+            return
+        stats = self.storage.guarded(lambda: self._limiter.get_window_stats(self._limit, RATE_LIMIT_KEY))
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimitExceeded(
+            f"rate limit of {self.settings.rate_limit_max_requests} messages per window reached",
+            retry_after=retry_after,
+        )
+
+    def check_destination(self, receiver: str) -> None:
+        """Refuse a receiver outside ALLOWED_COUNTRIES or of a blocked number type.
+
+        Raises `DestinationRefused`.
+        """
+        allowed = self.settings.allowed_countries
+        if allowed is not None:
+            region = phone.region_of(receiver)
+            if region not in allowed:
+                raise DestinationRefused(f"receiver: destination country {region or 'unknown'} is not allowed")
+        number_type = phone.type_of(receiver)
+        if number_type in self.settings.blocked_number_types:
+            raise DestinationRefused(f"receiver: {number_type.lower().replace('_', '-')} numbers are blocked")
+
+    def check_delay(self, receiver: str) -> None:
+        """Apply the exponential delay of one receiver, recording the message when it may go.
+
+        Raises `ReceiverTooSoon` with the seconds left, or `StorageUnavailable`.
+        """
+        key = hashlib.sha256(f"sms-service:{receiver}".encode()).hexdigest()
+        wait_ms = self.storage.guarded(lambda: self.storage.delay_acquire(key, self._reset_after_ms))
+        if wait_ms > 0:
+            raise ReceiverTooSoon(
+                "receiver: too many messages to this number, wait before sending again",
+                retry_after=max(1, math.ceil(wait_ms / 1000)),
+            )
+
+    def check_balance(self) -> None:
+        """When the balance check is on, refuse to send on an empty or unknown balance.
+
+        Raises `BalanceExhausted` or `BalanceUnavailable`.
+        """
+        if not self.settings.balance_check:
+            return
+        try:
+            balance = self.provider.balance()
+        except ProviderError as exc:
+            raise BalanceUnavailable(f"provider balance could not be read: {exc.message}") from None
+        if balance.amount <= 0:
+            raise BalanceExhausted("provider balance is exhausted; no message was sent")
+

@@ -1,0 +1,83 @@
+"""Provider plugin discovery: the only module that imports stevedore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+
+from stevedore import DriverManager
+from stevedore.exception import NoMatches
+
+from sms_service.config import Settings
+from sms_service.exceptions import ConfigError, ProviderLoadError
+from sms_service.provider import ENTRY_POINT_GROUP, Provider
+
+
+@dataclass(frozen=True)
+class InstalledProvider:
+    """One entry point of the provider group."""
+
+    name: str
+    target: str
+    distribution: str
+    version: str
+
+
+def installed_providers() -> list[InstalledProvider]:
+    """List every installed provider plugin, sorted by name."""
+    found = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found.append(InstalledProvider(
+            name=ep.name, target=ep.value,
+            distribution=dist.metadata["Name"] if dist else "?",
+            version=dist.version if dist else "?",
+        ))
+    return sorted(found, key=lambda p: p.name)
+
+
+def load_provider(settings: Settings) -> Provider:
+    """Find the plugin named by SERVICE_PROVIDER and build it from the environment.
+
+    Raises `ProviderLoadError` when it is unknown or broken, and `ConfigError` (naming
+    the variable) when the plugin refuses its configuration.
+    """
+    name = settings.provider
+    try:
+        manager = DriverManager(
+            namespace=ENTRY_POINT_GROUP, name=name, invoke_on_load=False,
+            on_load_failure_callback=_reraise,
+        )
+    except NoMatches:
+        names = ", ".join(p.name for p in installed_providers()) or "none"
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r} is not an installed provider; installed: {names}"
+        ) from None
+    except ProviderLoadError:
+        raise
+    except RuntimeError as exc:  # stevedore: several plugins registered under one name
+        raise ProviderLoadError(f"SERVICE_PROVIDER {name!r}: {exc}") from None
+    cls = manager.driver
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r}: entry point does not name a sms_service.provider.Provider subclass"
+        )
+    if settings.balance_check and not cls.supports_balance():
+        raise ConfigError(
+            f"{settings.balance_check_variable} is on but provider {name!r} has no balance() method"
+        )
+    try:
+        return cls(settings.env, timeout=settings.provider_timeout)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r} failed to start ({type(exc).__name__})"
+        ) from exc
+
+
+def _reraise(manager: object, entrypoint: metadata.EntryPoint, exc: Exception) -> None:
+    raise ProviderLoadError(
+        f"SERVICE_PROVIDER {entrypoint.name!r} could not be imported "
+        f"({type(exc).__name__}: {exc})"
+    ) from exc

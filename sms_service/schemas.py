@@ -1,0 +1,98 @@
+"""marshmallow schemas of the API: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import marshmallow as ma
+from marshmallow import ValidationError, fields
+
+from sms_service import phone
+
+SENDER_PATTERN = r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$"
+RECEIVER_PATTERN = r"^\+[1-9]\d{1,14}$"
+BODY_MAX = 1600
+
+
+def validate_sender(value: str) -> None:
+    """Accept an E.164 number, a 3-8 digit short code or an alphanumeric sender ID."""
+    if not (
+        phone.is_e164(value)
+        or phone.SHORT_CODE.fullmatch(value)
+        or phone.ALPHANUMERIC_ID.fullmatch(value)
+    ):
+        raise ValidationError(
+            "not an E.164 number, a 3 to 8 digit short code, or an alphanumeric sender ID "
+            "of 1 to 11 letters, digits and spaces"
+        )
+
+
+def validate_receiver(value: str) -> None:
+    """Accept a strict E.164 number that is possible for its country."""
+    if not phone.is_e164(value):
+        raise ValidationError("not an E.164 phone number")
+    if not phone.is_possible(value):
+        raise ValidationError("not a possible phone number for its country")
+
+
+def validate_body(value: str) -> None:
+    """Accept 1 to 1600 characters of printable Unicode text, not only whitespace."""
+    if len(value) > BODY_MAX:
+        raise ValidationError(f"longer than {BODY_MAX} characters")
+    if not value.strip():
+        raise ValidationError("must not be empty or only whitespace")
+    for ch in value:
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            raise ValidationError("contains an invalid Unicode character (lone surrogate)")
+        if ch not in "\n\r" and unicodedata.category(ch) == "Cc":
+            raise ValidationError(f"contains a control character (U+{ord(ch):04X})")
+
+
+class SendRequestSchema(ma.Schema):
+    """Body of POST /send."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    sender = fields.String(
+        required=True,
+        validate=validate_sender,
+        metadata={"description": "E.164 number, short code or alphanumeric sender ID",
+                  "pattern": SENDER_PATTERN, "minLength": 1, "maxLength": 16,
+                  "example": "+15017122661"},
+    )
+    receiver = fields.String(
+        required=True,
+        validate=validate_receiver,
+        metadata={"description": "recipient in E.164", "pattern": RECEIVER_PATTERN,
+                  "minLength": 3, "maxLength": 16, "example": "+15558675310"},
+    )
+    body = fields.String(
+        required=True,
+        validate=validate_body,
+        metadata={"description": "message text; long texts are sent as several segments",
+                  "minLength": 1, "maxLength": BODY_MAX,
+                  "example": "Your SMS body"},
+    )
+
+
+class ReceiptSchema(ma.Schema):
+    """Body of a 200 answer to POST /send: what the provider said, as strings."""
+
+    dateEvent = fields.String(  # noqa: N815  (the documented wire names)
+        required=True, metadata={"description": "ISO 8601 UTC with milliseconds",
+                                 "example": "2021-08-13T12:53:52.959Z"})
+    numSegments = fields.String(  # noqa: N815
+        required=True, metadata={"description": "SMS segments billed", "example": "1"})
+    sid = fields.String(required=True, metadata={"description": "provider message id"})
+    status = fields.String(required=True, metadata={"description": "provider status at acceptance",
+                                                    "example": "queued"})
+
+
+class ErrorSchema(ma.Schema):
+    """Body of every 4xx and 5xx answer."""
+
+    statusCode = fields.String(required=True, metadata={"example": "400"})  # noqa: N815
+    error = fields.String(required=True, metadata={"example": "Bad Request"})
+    message = fields.String(required=True,
+                            metadata={"example": "receiver: not an E.164 phone number"})
