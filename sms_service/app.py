@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import Unauthorized
 
-from sms_service import errors, send
+from sms_service import errors, metrics, ops, send
 from sms_service.config import Settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.guards import Guards
@@ -74,6 +74,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     app.extensions["sms_service"] = services
     api = errors.init_app(app)
     api.register_blueprint(send.bp)
+    app.register_blueprint(ops.bp)
 
     @app.before_request
     def take_request_id() -> None:
@@ -82,6 +83,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     @app.after_request
     def echo_request_id(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id_from(None)
+        if request.path == "/send":
+            outcome = "ok" if response.status_code < 400 else g.get("outcome", "http_error")
+            metrics.SEND_REQUESTS.labels(f"{response.status_code // 100}xx", outcome).inc()
         return response
 
     return app

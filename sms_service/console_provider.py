@@ -10,8 +10,8 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from sms_service.provider import Message, Provider, Receipt
 from sms_service.phone import mask_number
+from sms_service.provider import Message, Provider, Receipt
 
 log = logging.getLogger(__name__)
 

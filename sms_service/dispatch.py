@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any
 
+from sms_service import metrics
+from sms_service.exceptions import ProviderError
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
 from sms_service.provider import Message, Provider, Receipt
@@ -35,8 +37,18 @@ class Dispatcher:
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding)
         started = time.perf_counter()
-        receipt = self.provider.send(message)
+        try:
+            receipt = self.provider.send(message)
+        except ProviderError as exc:
+            self._observe(exc.reason, started)
+            raise
+        except Exception:
+            self._observe("plugin_error", started)
+            raise
+        self._observe("accepted", started)
         answer = receipt_fields(receipt, segments.count)
+        metrics.MESSAGES_ACCEPTED.labels(self.provider_name).inc()
+        metrics.SEGMENTS.labels(self.provider_name, segments.encoding).inc(int(answer["numSegments"]))
         log.info("message accepted by provider", extra={
             "provider": self.provider_name, "receiver": mask_number(receiver),
             "segments": answer["numSegments"], "encoding": segments.encoding,
@@ -44,6 +56,9 @@ class Dispatcher:
             "provider_ms": round((time.perf_counter() - started) * 1000, 1),
         })
         return answer
+
+    def _observe(self, outcome: str, started: float) -> None:
+        metrics.PROVIDER_DURATION.labels(self.provider_name, outcome).observe(time.perf_counter() - started)
 
 
 def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:

@@ -8,16 +8,18 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
+from sms_service import metrics
 from sms_service.exceptions import (
     BalanceExhausted,
     BalanceUnavailable,
     ConfigError,
     DestinationRefused,
+    GuardRejection,
     MessageRejected,
     ProviderAuthError,
     ProviderError,
@@ -49,6 +51,10 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (ProviderError, 502),
     (ConfigError, 500),
 )
+
+# Outcome words of /send answers that are not service exceptions.
+_HTTP_REASONS = {400: "validation", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                 413: "too_large", 415: "unsupported_media_type", 500: "internal"}
 
 _MESSAGES = {
     404: "no such route",
@@ -111,19 +117,19 @@ class ServiceApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Response:
         """Answer any HTTP exception, including the 500 of an unhandled one."""
         status = error.code or 500
-        if status >= 500:
-            cause = getattr(error, "original_exception", None)
-            if cause is not None:
-                log.error("unhandled error", exc_info=cause)
         headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"} if status == 405 else {}
         data = getattr(error, "data", None) or {}
         headers.update(data.get("headers") or {})
+        g.outcome = _HTTP_REASONS.get(status, "http_error")
         return error_response(status, _message(status, error, data), headers)
 
 
 def handle_service_error(exc: SmsServiceError) -> Response:
     """Answer a service exception with its mapped status and, for 429, Retry-After."""
     status = status_for(exc)
+    g.outcome = exc.reason
+    if isinstance(exc, GuardRejection | StorageUnavailable):
+        metrics.GUARD_REJECTIONS.labels(getattr(exc, "guard", "storage")).inc()
     if isinstance(exc, ProviderAuthError):
         log.error("provider refused our credentials", extra=_provider_fields(exc))
     elif isinstance(exc, ProviderError):

@@ -6,6 +6,9 @@ from __future__ import annotations
 class SmsServiceError(Exception):
     """Raised for any failure the service knows how to explain."""
 
+    #: a fixed word naming the failure, used as a metrics label and in logs
+    reason = "error"
+
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -15,9 +18,13 @@ class SmsServiceError(Exception):
 class ConfigError(SmsServiceError):
     """Raised when a configuration variable is missing or wrong; the message names it."""
 
+    reason = "config"
+
 
 class ProviderLoadError(ConfigError):
     """Raised when the provider plugin cannot be found or fails to load."""
+
+    reason = "provider_load"
 
 
 # -- provider answers (raised by plugins) ---------------------------------------------
@@ -29,6 +36,8 @@ class ProviderError(SmsServiceError):
     `provider_code` is the provider's own error code when it gave one, `http_status` the
     status of its answer, `request_id` the provider's request id when known.
     """
+
+    reason = "provider_error"
 
     def __init__(
         self,
@@ -48,21 +57,31 @@ class ProviderError(SmsServiceError):
 class MessageRejected(ProviderError):
     """Raised when the provider refuses the message itself (bad number, opted out, ...)."""
 
+    reason = "provider_rejected"
+
 
 class ProviderRateLimited(ProviderError):
     """Raised when the provider says too many requests; nothing was sent."""
+
+    reason = "provider_rate_limited"
 
 
 class ProviderAuthError(ProviderError):
     """Raised when the provider refuses our credentials."""
 
+    reason = "provider_auth"
+
 
 class ProviderUnavailable(ProviderError):
     """Raised on a provider 5xx, an unreadable answer or a refused connection."""
 
+    reason = "provider_unavailable"
+
 
 class ProviderTimeout(ProviderError):
     """Raised when the provider did not answer within PROVIDER_TIMEOUT."""
+
+    reason = "provider_timeout"
 
 
 # -- guards ---------------------------------------------------------------------------
@@ -77,32 +96,39 @@ class GuardRejection(SmsServiceError):
 class RateLimitExceeded(GuardRejection):
     """Raised when the deployment-wide rate limit is reached."""
 
+    reason = "rate_limit"
     guard = "rate_limit"
 
 
 class DestinationRefused(GuardRejection):
     """Raised when the destination country or number type is not allowed."""
 
+    reason = "destination_policy"
     guard = "destination_policy"
 
 
 class ReceiverTooSoon(GuardRejection):
     """Raised when the same receiver is asked for again before its delay has passed."""
 
+    reason = "exponential_delay"
     guard = "exponential_delay"
 
 
 class BalanceExhausted(GuardRejection):
     """Raised when the provider balance is zero or less."""
 
+    reason = "balance_exhausted"
     guard = "balance"
 
 
 class BalanceUnavailable(GuardRejection):
     """Raised when the balance could not be read, so the send is refused (fail closed)."""
 
+    reason = "balance_unavailable"
     guard = "balance"
 
 
 class StorageUnavailable(SmsServiceError):
     """Raised when the guards' shared storage cannot be reached (fail closed)."""
+
+    reason = "storage_unavailable"

@@ -75,7 +75,9 @@ class Guards:
         if allowed is not None:
             region = phone.region_of(receiver)
             if region not in allowed:
-                raise DestinationRefused(f"receiver: destination country {region or 'unknown'} is not allowed")
+                raise DestinationRefused(
+                    f"receiver: destination country {region or 'unknown'} is not allowed"
+                )
         number_type = phone.type_of(receiver)
         if number_type in self.settings.blocked_number_types:
             raise DestinationRefused(f"receiver: {number_type.lower().replace('_', '-')} numbers are blocked")

@@ -43,7 +43,7 @@ class ServiceJsonFormatter(JsonFormatter):
         )
         self.verbose = verbose
 
-    def formatException(self, ei) -> str:  # noqa: N802  (logging's name)
+    def formatException(self, ei) -> str:
         if self.verbose:
             return super().formatException(ei)
         # Where it broke and what broke, without the frames (or values) in between.

@@ -105,6 +105,6 @@ class Provider(abc.ABC):
         """Tell whether this provider overrides `balance`."""
         return cls.balance is not Provider.balance
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op)
         """Release pooled connections; called when the worker stops."""
 

@@ -30,6 +30,9 @@ from sms_service.exceptions import (
 )
 
 MAX_ANSWER_BYTES = 1 << 20
+# 4xx statuses that say our request went to the wrong place or in the wrong form (a bad
+# base URL, a proxy), not that the provider judged the message: they are our failure.
+_MISROUTED = frozenset({404, 405, 406, 407, 408, 410, 411, 413, 414, 415, 431})
 CHUNK_BYTES = 16 << 10
 
 
@@ -87,8 +90,9 @@ def error_for_status(
 ) -> ProviderError:
     """Build the exception for a failed answer from its HTTP status.
 
-    401/403 -> `ProviderAuthError`, 429 -> `ProviderRateLimited`, other 4xx ->
-    `MessageRejected`, anything else -> `ProviderUnavailable`.
+    401/403 -> `ProviderAuthError`, 429 -> `ProviderRateLimited`, a 4xx that judges the
+    message (400, 409, 422, ...) -> `MessageRejected`, anything else (5xx, 3xx, a 404
+    from a wrong base URL) -> `ProviderUnavailable`.
     """
     status = answer.status
     text = f"{answer.provider} error {code}: {reason}" if code else f"{answer.provider}: {reason}"
@@ -97,7 +101,7 @@ def error_for_status(
         return ProviderAuthError(f"{answer.provider} refused our credentials", **kwargs)
     if status == 429:
         return ProviderRateLimited(text, retry_after=answer.retry_after, **kwargs)
-    if 400 <= status < 500:
+    if 400 <= status < 500 and status not in _MISROUTED:
         return MessageRejected(text, **kwargs)
     return ProviderUnavailable(f"{answer.provider} answered HTTP {status}", **kwargs)
 

@@ -79,10 +79,10 @@ class SendRequestSchema(ma.Schema):
 class ReceiptSchema(ma.Schema):
     """Body of a 200 answer to POST /send: what the provider said, as strings."""
 
-    dateEvent = fields.String(  # noqa: N815  (the documented wire names)
+    dateEvent = fields.String(
         required=True, metadata={"description": "ISO 8601 UTC with milliseconds",
                                  "example": "2021-08-13T12:53:52.959Z"})
-    numSegments = fields.String(  # noqa: N815
+    numSegments = fields.String(
         required=True, metadata={"description": "SMS segments billed", "example": "1"})
     sid = fields.String(required=True, metadata={"description": "provider message id"})
     status = fields.String(required=True, metadata={"description": "provider status at acceptance",
@@ -92,7 +92,7 @@ class ReceiptSchema(ma.Schema):
 class ErrorSchema(ma.Schema):
     """Body of every 4xx and 5xx answer."""
 
-    statusCode = fields.String(required=True, metadata={"example": "400"})  # noqa: N815
+    statusCode = fields.String(required=True, metadata={"example": "400"})
     error = fields.String(required=True, metadata={"example": "Bad Request"})
     message = fields.String(required=True,
                             metadata={"example": "receiver: not an E.164 phone number"})

@@ -263,13 +263,9 @@ def _segments(value: object) -> int | None:
     # Twilio sends a string that is "0" until it has counted; None lets the core count.
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) <= 9:
-        count = int(value.strip())
-    else:
-        return None
-    return count if count > 0 else None
+    if isinstance(value, str):
+        value = _code(value.strip())
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _date_created(value: object) -> dt.datetime:

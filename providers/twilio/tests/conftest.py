@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import responses
-from sms_service_twilio.provider import TwilioProvider
 from twilio_fakes import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, AUTH_TOKEN
 
 from sms_service.provider import Message
+from sms_service_twilio.provider import TwilioProvider
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 import requests
 from responses import matchers
-from sms_service_twilio.provider import TwilioProvider
 from twilio_fakes import ACCOUNT_SID, BALANCE_URL, KEY_AUTH, TOKEN_AUTH, error_body
 
 from sms_service.exceptions import (
@@ -17,6 +16,7 @@ from sms_service.exceptions import (
     ProviderUnavailable,
 )
 from sms_service.provider import Balance
+from sms_service_twilio.provider import TwilioProvider
 
 
 def expect_balance(http, *, authorization=TOKEN_AUTH, **answer):

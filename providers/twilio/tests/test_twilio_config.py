@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import responses
 from responses import matchers
-from sms_service_twilio.provider import TwilioProvider
 from twilio_fakes import (
     ACCOUNT_SID,
     API_KEY_SECRET,
@@ -17,6 +16,7 @@ from twilio_fakes import (
 )
 
 from sms_service.exceptions import ConfigError
+from sms_service_twilio.provider import TwilioProvider
 
 TOKEN = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
 KEY = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_API_KEY_SID": API_KEY_SID,

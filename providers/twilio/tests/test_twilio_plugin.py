@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from sms_service_twilio.provider import TwilioProvider
-
 from sms_service.provider import ENTRY_POINT_GROUP, Provider
+from sms_service_twilio.provider import TwilioProvider
 
 
 def test_entry_point_twilio_resolves_to_the_provider():

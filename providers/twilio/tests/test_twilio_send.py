@@ -8,7 +8,6 @@ import pytest
 import requests
 import responses
 from responses import matchers
-from sms_service_twilio.provider import TwilioProvider
 from twilio_fakes import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -25,6 +24,7 @@ from sms_service.exceptions import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from sms_service_twilio.provider import TwilioProvider
 
 SID = "SM" + "8d2f" * 8
 CREATED = {

@@ -1,0 +1,38 @@
+# sms-service: `make run` starts the service, `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install system-deps run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg providers/twilio/setup.cfg providers/kaleyra/setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e providers/twilio -e providers/kaleyra
+	touch $@
+
+# The tests start their own redis-server; install it when the machine lacks it.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (needed by the tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+run: install
+	SERVICE_PROVIDER=$${SERVICE_PROVIDER:-console} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install system-deps
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info providers/*/*.egg-info providers/*/build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

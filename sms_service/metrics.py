@@ -1,0 +1,46 @@
+"""Prometheus metrics, summed across gunicorn workers (multiprocess mode).
+
+No label ever holds a phone number or a message body: labels are fixed words.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+SEND_REQUESTS = Counter(
+    "sms_send_requests_total", "Requests to POST /send by outcome",
+    ["status_class", "reason"],
+)
+MESSAGES_ACCEPTED = Counter(
+    "sms_messages_accepted_total", "Messages the provider accepted", ["provider"],
+)
+SEGMENTS = Counter(
+    "sms_segments_total", "Segments of accepted messages", ["provider", "encoding"],
+)
+GUARD_REJECTIONS = Counter(
+    "sms_guard_rejections_total", "Requests refused by an anti-pumping guard", ["guard"],
+)
+PROVIDER_DURATION = Histogram(
+    "sms_provider_request_duration_seconds", "Duration of provider send calls",
+    ["provider", "outcome"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """Render every metric of the deployment's workers; returns (body, content type)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return generate_latest(registry), CONTENT_TYPE_LATEST
