@@ -15,7 +15,7 @@ _UNITS_MS = {
     **dict.fromkeys(("y", "yr", "yrs", "year", "years"), 31_557_600_000),
 }
 # Same grammar as vercel/ms: a number, an optional single space, an optional unit.
-_DURATION = re.compile(r"(-?(?:\d+)?\.?\d+) ?([a-z]+)?", re.IGNORECASE)
+_DURATION = re.compile(r"(-?(?:\d+)?\.?\d+) ?([a-z]+)?", re.IGNORECASE | re.ASCII)
 
 
 def parse_duration_ms(text: str) -> float:
@@ -24,7 +24,7 @@ def parse_duration_ms(text: str) -> float:
     Raises ValueError when `text` is not a duration of at least 1 ms.
     """
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         value = float(int(text))
     else:
         match = _DURATION.fullmatch(text)

@@ -20,7 +20,7 @@ from sms_service.exceptions import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from sms_service.provider import ENTRY_POINT_GROUP, Message, Provider
+from sms_service.provider import ENTRY_POINT_GROUP, Balance, Message, Provider
 from sms_service_kaleyra.provider import KaleyraProvider
 
 API_KEY = "A0123456789abcdef0123456789abcdef"
@@ -165,9 +165,11 @@ def test_only_kaleyra_variables_are_read(env):
         ({}, MESSAGES_URL, BALANCE_URL, None),
         ({"KALEYRA_BASE_URL": "https://api.kaleyra.io/"}, MESSAGES_URL, BALANCE_URL, None),
         ({"KALEYRA_BASE_URL": "https://api.eu.kaleyra.io"},
-         f"https://api.eu.kaleyra.io/v1/{SID}/messages", f"https://api.eu.kaleyra.io/api/v1/{SID}/billing", None),
+         f"https://api.eu.kaleyra.io/v1/{SID}/messages",
+         f"https://api.eu.kaleyra.io/api/v1/{SID}/billing", None),
         ({"KALEYRA_BASE_URL": "http://127.0.0.1:8099//"},
-         f"http://127.0.0.1:8099/v1/{SID}/messages", f"http://127.0.0.1:8099/api/v1/{SID}/billing", None),
+         f"http://127.0.0.1:8099/v1/{SID}/messages",
+         f"http://127.0.0.1:8099/api/v1/{SID}/billing", None),
         ({"KALEYRA_SMS_TYPE": "otp"}, MESSAGES_URL, BALANCE_URL, "OTP"),
         ({"KALEYRA_SMS_TYPE": " Txn "}, MESSAGES_URL, BALANCE_URL, "TXN"),
         ({"KALEYRA_SMS_TYPE": ""}, MESSAGES_URL, BALANCE_URL, None),
@@ -232,7 +234,7 @@ def test_send_reads_created_date_time(make_provider, http, created, expected):
     before = dt.datetime.now(dt.UTC)
     receipt = make_provider().send(MESSAGE)
     after = dt.datetime.now(dt.UTC)
-    assert receipt.date_event.tzinfo is not None
+    assert receipt.date_event.utcoffset() == dt.timedelta(0)
     if expected is None:
         assert before <= receipt.date_event <= after
     else:
@@ -270,7 +272,8 @@ def test_regional_base_url_is_used(make_provider, http, host):
     ("status", "body", "headers", "error", "code", "retry_after", "reason"),
     [
         (401, {"code": "E401", "message": "Invalid API key"}, None, ProviderAuthError, "E401", None, None),
-        (403, {"error": {"code": "E403", "message": "Forbidden"}}, None, ProviderAuthError, "E403", None, None),
+        (403, {"error": {"code": "E403", "message": "Forbidden"}}, None,
+         ProviderAuthError, "E403", None, None),
         (429, {"code": "E429", "message": "Too many requests"}, {"Retry-After": "7"},
          ProviderRateLimited, "E429", 7, "Too many requests"),
         (429, "", None, ProviderRateLimited, None, None, "HTTP 429"),
@@ -285,7 +288,13 @@ def test_regional_base_url_is_used(make_provider, http, host):
         (400, {"error": "Missing body"}, None, MessageRejected, None, None, "Missing body"),
         (400, {"code": 4001, "message": "Invalid type"}, None, MessageRejected, 4001, None, "Invalid type"),
         (400, "Bad request", None, MessageRejected, None, None, "HTTP 400"),
-        (404, {}, None, MessageRejected, None, None, "HTTP 404"),
+        (409, {"code": "E409", "message": "Duplicate ref"}, None,
+         MessageRejected, "E409", None, "Duplicate ref"),
+        # The core treats a misrouted request (wrong base URL, proxy) as our failure, not a verdict.
+        (404, {}, None, ProviderUnavailable, None, None, "HTTP 404"),
+        (405, {"code": "E405", "message": "Method not allowed"}, None,
+         ProviderUnavailable, "E405", None, None),
+        (301, "", {"Location": "https://elsewhere.example/"}, ProviderUnavailable, None, None, "HTTP 301"),
         (500, {"code": "E500", "message": "Internal error"}, None, ProviderUnavailable, "E500", None, None),
         (503, "<html>down</html>", None, ProviderUnavailable, None, None, "HTTP 503"),
     ],
@@ -406,7 +415,7 @@ def test_balance_path_and_fields_are_configurable(make_provider, http):
         KALEYRA_BALANCE_FIELD="account.prepaid.balance_amount",
         KALEYRA_BALANCE_CURRENCY_FIELD="meta.currency",
     )
-    assert provider.balance() == type(provider.balance)  # placeholder replaced below
+    assert provider.balance() == Balance(amount=Decimal("9.99"), currency="INR")
 
 
 @pytest.mark.parametrize(
