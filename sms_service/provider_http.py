@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -131,8 +132,9 @@ class ProviderHTTP:
         self.session.auth = auth
         # Only connection errors are retried (once): the request never left, so the
         # provider cannot have sent anything. Reads, statuses and redirects never are.
+        # (False, not 0, re-raises the original error so a read timeout stays a timeout.)
         retry = Retry(
-            total=1, connect=1, read=0, status=0, other=0, redirect=0,
+            total=1, connect=1, read=False, status=False, other=False, redirect=False,
             allowed_methods=None, raise_on_status=False, respect_retry_after_header=False,
         )
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
@@ -173,26 +175,30 @@ class ProviderHTTP:
             raise ProviderUnavailable(f"{name} answer is too large ({declared} bytes)")
         chunks: list[bytes] = []
         size = 0
-        stream = response.iter_content(CHUNK_BYTES)
+        raw = response.raw
         try:
+            # read1 returns whatever has arrived, so the deadline is checked between
+            # the pieces of a slow answer instead of once per fixed-size chunk.
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s")
                 _set_read_timeout(response, remaining)
-                chunk = next(stream, None)
-                if chunk is None:
-                    return b"".join(chunks)
+                chunk = raw.read1(CHUNK_BYTES, decode_content=True)
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > self.max_answer_bytes:
                     raise ProviderUnavailable(f"{name} answer is larger than {self.max_answer_bytes} bytes")
                 chunks.append(chunk)
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc).lower():
-                raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
-            raise ProviderUnavailable(f"{name} closed the connection mid-answer") from None
-        except requests.exceptions.RequestException as exc:
-            raise ProviderUnavailable(f"{name} answer could not be read ({type(exc).__name__})") from None
+        except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
+            raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
+        except (OSError, urllib3.exceptions.HTTPError):
+            raise ProviderUnavailable(f"{name} answer could not be read") from None
+        # Mark the body consumed so closing the response returns the connection to the pool.
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+        return response._content
 
     def close(self) -> None:
         """Close the pooled connections."""

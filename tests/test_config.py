@@ -1,0 +1,101 @@
+"""Configuration parsing: defaults, each variable's validation, one line naming it."""
+
+import pytest
+
+from sms_service.config import load_settings
+from sms_service.exceptions import ConfigError
+
+BASE = {"SERVICE_PROVIDER": "console"}
+
+
+def test_defaults():
+    s = load_settings(BASE)
+    assert s.provider == "console"
+    assert s.rate_limit_max_requests == 100
+    assert s.rate_limit_window_ms == 60_000
+    assert s.delay_reset_after == 120
+    assert s.http_port == 3000
+    assert s.log_level == "info"
+    assert s.storage_uri == "memory://"
+    assert s.provider_timeout == 10
+    assert s.allowed_countries is None
+    assert s.blocked_number_types == {"PREMIUM_RATE", "SHARED_COST"}
+    assert s.balance_check is False
+    assert s.api_keys == ()
+
+
+def test_values_are_read():
+    s = load_settings({
+        **BASE, "RATE_LIMIT_MAX_REQUESTS": "7", "RATE_LIMIT_TIME_WINDOW": "30s",
+        "EXPONENTIAL_DELAY_RESET_AFTER": "60", "HTTP_PORT": "8080", "LOG_LEVEL": "DEBUG",
+        "STORAGE_URI": "redis://localhost:6379/2", "PROVIDER_TIMEOUT": "2.5",
+        "ALLOWED_COUNTRIES": "us, gb", "BLOCKED_NUMBER_TYPES": "", "CONSOLE_EMPTY_BALANCE_CHECK": "true",
+        "WEB_CONCURRENCY": "4",
+    })
+    assert (s.rate_limit_max_requests, s.rate_limit_window_ms, s.delay_reset_after) == (7, 30_000, 60)
+    assert (s.http_port, s.log_level, s.provider_timeout) == (8080, "debug", 2.5)
+    assert s.storage_uri == "redis://localhost:6379/2" and s.shared_storage
+    assert s.allowed_countries == {"US", "GB"}
+    assert s.blocked_number_types == frozenset()
+    assert s.balance_check is True
+    assert s.workers == 4
+
+
+def test_balance_variable_follows_the_provider_name():
+    assert load_settings({"SERVICE_PROVIDER": "twilio", "TWILIO_EMPTY_BALANCE_CHECK": "1"}).balance_check
+    assert not load_settings({"SERVICE_PROVIDER": "twilio", "KALEYRA_EMPTY_BALANCE_CHECK": "1"}).balance_check
+    s = load_settings({"SERVICE_PROVIDER": "my-sms", "MY_SMS_EMPTY_BALANCE_CHECK": "yes"})
+    assert s.balance_check and s.balance_check_variable == "MY_SMS_EMPTY_BALANCE_CHECK"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"SERVICE_PROVIDER": ""}, "SERVICE_PROVIDER"),
+        ({}, "SERVICE_PROVIDER"),
+        ({**BASE, "RATE_LIMIT_MAX_REQUESTS": "0"}, "RATE_LIMIT_MAX_REQUESTS"),
+        ({**BASE, "RATE_LIMIT_MAX_REQUESTS": "-5"}, "RATE_LIMIT_MAX_REQUESTS"),
+        ({**BASE, "RATE_LIMIT_MAX_REQUESTS": "ten"}, "RATE_LIMIT_MAX_REQUESTS"),
+        ({**BASE, "RATE_LIMIT_MAX_REQUESTS": "1.5"}, "RATE_LIMIT_MAX_REQUESTS"),
+        ({**BASE, "RATE_LIMIT_TIME_WINDOW": "1 fortnight"}, "RATE_LIMIT_TIME_WINDOW"),
+        ({**BASE, "RATE_LIMIT_TIME_WINDOW": "0"}, "RATE_LIMIT_TIME_WINDOW"),
+        ({**BASE, "RATE_LIMIT_TIME_WINDOW": "0.5ms"}, "RATE_LIMIT_TIME_WINDOW"),
+        ({**BASE, "EXPONENTIAL_DELAY_RESET_AFTER": "0"}, "EXPONENTIAL_DELAY_RESET_AFTER"),
+        ({**BASE, "EXPONENTIAL_DELAY_RESET_AFTER": "soon"}, "EXPONENTIAL_DELAY_RESET_AFTER"),
+        ({**BASE, "EXPONENTIAL_DELAY_RESET_AFTER": "nan"}, "EXPONENTIAL_DELAY_RESET_AFTER"),
+        ({**BASE, "HTTP_PORT": "70000"}, "HTTP_PORT"),
+        ({**BASE, "HTTP_PORT": "http"}, "HTTP_PORT"),
+        ({**BASE, "LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({**BASE, "STORAGE_URI": "memcached://localhost"}, "STORAGE_URI"),
+        ({**BASE, "STORAGE_URI": "redis://"}, "STORAGE_URI"),
+        ({**BASE, "PROVIDER_TIMEOUT": "0"}, "PROVIDER_TIMEOUT"),
+        ({**BASE, "PROVIDER_TIMEOUT": "inf"}, "PROVIDER_TIMEOUT"),
+        ({**BASE, "ALLOWED_COUNTRIES": "USA"}, "ALLOWED_COUNTRIES"),
+        ({**BASE, "ALLOWED_COUNTRIES": "U1"}, "ALLOWED_COUNTRIES"),
+        ({**BASE, "BLOCKED_NUMBER_TYPES": "PREMIUM_RATE,EXPENSIVE"}, "BLOCKED_NUMBER_TYPES"),
+        ({**BASE, "CONSOLE_EMPTY_BALANCE_CHECK": "maybe"}, "CONSOLE_EMPTY_BALANCE_CHECK"),
+        ({**BASE, "WEB_CONCURRENCY": "2"}, "STORAGE_URI"),
+        ({**BASE, "API_KEYS": "short"}, "API_KEYS"),
+        ({**BASE, "IDEMPOTENCY_TTL": "-1"}, "IDEMPOTENCY_TTL"),
+    ],
+)
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert message.startswith(variable) or f" {variable} " in f" {message} "
+    assert "\n" not in message
+
+
+def test_memory_storage_with_several_workers_says_why():
+    with pytest.raises(ConfigError, match="multiply every limit"):
+        load_settings({**BASE, "WEB_CONCURRENCY": "3"})
+
+
+def test_redis_with_several_workers_is_fine():
+    assert load_settings({**BASE, "WEB_CONCURRENCY": "3", "STORAGE_URI": "redis://h:6379/0"}).workers == 3
+
+
+def test_api_keys_are_split_and_trimmed():
+    keys = load_settings({**BASE, "API_KEYS": " a" * 1 + "x" * 20 + " , " + "y" * 16}).api_keys
+    assert keys == ("a" + "x" * 20, "y" * 16)
