@@ -8,6 +8,7 @@ from support.redis_server import RedisServer
 
 from sms_service.app import create_app
 
+
 @pytest.fixture
 def app():
     return create_app({"SERVICE_PROVIDER": "console"})
