@@ -1,0 +1,255 @@
+"""Each anti-pumping guard on its own, on memory:// and on a real redis-server."""
+
+import threading
+import time
+
+import pytest
+import responses
+from support.ports import free_port
+from support.service import KALEYRA_KEY, KALEYRA_SID, TWILIO_SID, TWILIO_TOKEN
+
+from sms_service.config import load_settings
+from sms_service.exceptions import (
+    BalanceExhausted,
+    BalanceUnavailable,
+    DestinationRefused,
+    RateLimitExceeded,
+    ReceiverTooSoon,
+    StorageUnavailable,
+)
+from sms_service.guards import Guards
+from sms_service.plugin_loader import load_provider
+from sms_service.storage import MemoryStorage, RedisStorage, open_storage
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage_uri(request):
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("redis_uri")
+
+
+def make_guards(uri="memory://", **env):
+    settings = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": uri, **env})
+    return Guards(settings, open_storage(uri), load_provider(settings))
+
+
+def test_open_storage_picks_the_backend(redis_uri):
+    assert isinstance(open_storage("memory://"), MemoryStorage)
+    assert isinstance(open_storage(redis_uri), RedisStorage)
+
+
+# -- global rate limit -----------------------------------------------------------------
+
+
+def test_rate_limit_allows_the_maximum_then_refuses(storage_uri):
+    guards = make_guards(storage_uri, RATE_LIMIT_MAX_REQUESTS="3", RATE_LIMIT_TIME_WINDOW="2s")
+    for _ in range(3):
+        guards.check_rate_limit()
+    with pytest.raises(RateLimitExceeded) as info:
+        guards.check_rate_limit()
+    assert 1 <= info.value.retry_after <= 2
+
+
+def test_rate_limit_window_slides(storage_uri):
+    guards = make_guards(storage_uri, RATE_LIMIT_MAX_REQUESTS="2", RATE_LIMIT_TIME_WINDOW="1500ms")
+    guards.check_rate_limit()
+    time.sleep(1.1)
+    guards.check_rate_limit()
+    # A fixed window would have reset at a clock boundary by now; a moving one has not.
+    with pytest.raises(RateLimitExceeded):
+        guards.check_rate_limit()
+    time.sleep(1.0)  # the first hit has left the (rounded-up, 2 s) window
+    guards.check_rate_limit()
+    with pytest.raises(RateLimitExceeded):
+        guards.check_rate_limit()
+
+
+def test_rate_limit_is_exact_under_concurrency(storage_uri):
+    guards = make_guards(storage_uri, RATE_LIMIT_MAX_REQUESTS="10", RATE_LIMIT_TIME_WINDOW="1 minute")
+    passed = []
+
+    def hit():
+        try:
+            guards.check_rate_limit()
+            passed.append(1)
+        except RateLimitExceeded:
+            pass
+
+    threads = [threading.Thread(target=hit) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(passed) == 10
+
+
+# -- exponential delay -----------------------------------------------------------------
+
+
+def test_delay_doubles_and_refusals_do_not_lengthen_it(storage_uri):
+    guards = make_guards(storage_uri, EXPONENTIAL_DELAY_RESET_AFTER="60")
+    number = "+12025550123"
+    guards.check_delay(number)  # first message of the streak passes
+    with pytest.raises(ReceiverTooSoon) as info:
+        guards.check_delay(number)
+    assert info.value.retry_after == 1
+    time.sleep(1.05)
+    guards.check_delay(number)  # second message, 1 s later
+    with pytest.raises(ReceiverTooSoon) as info:
+        guards.check_delay(number)
+    assert info.value.retry_after == 2
+    time.sleep(1.0)
+    with pytest.raises(ReceiverTooSoon) as info:  # refused again; the wait stays 2 s from the last send
+        guards.check_delay(number)
+    assert info.value.retry_after == 1
+    time.sleep(1.05)
+    guards.check_delay(number)  # third message, 2 s after the second
+    with pytest.raises(ReceiverTooSoon) as info:
+        guards.check_delay(number)
+    assert info.value.retry_after == 4
+
+
+def test_delay_is_per_receiver(storage_uri):
+    guards = make_guards(storage_uri)
+    guards.check_delay("+12025550124")
+    guards.check_delay("+12025550125")
+    with pytest.raises(ReceiverTooSoon):
+        guards.check_delay("+12025550124")
+
+
+def test_delay_streak_resets_after_silence(storage_uri):
+    guards = make_guards(storage_uri, EXPONENTIAL_DELAY_RESET_AFTER="0.6")
+    number = "+12025550126"
+    guards.check_delay(number)
+    with pytest.raises(ReceiverTooSoon):
+        guards.check_delay(number)
+    time.sleep(0.7)
+    guards.check_delay(number)  # would need 1 s inside a streak; the streak has reset
+
+
+def test_delay_lets_exactly_one_of_many_concurrent_through(storage_uri):
+    guards = make_guards(storage_uri)
+    passed, refused = [], []
+
+    def attempt():
+        try:
+            guards.check_delay("+12025550127")
+            passed.append(1)
+        except ReceiverTooSoon as exc:
+            refused.append(exc.retry_after)
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(passed) == 1 and len(refused) == 19
+    assert set(refused) == {1}
+
+
+def test_delay_keys_hold_a_hash_not_the_number(redis_uri):
+    import redis
+
+    guards = make_guards(redis_uri)
+    guards.check_delay("+12025550128")
+    keys = [k.decode() for k in redis.Redis.from_url(redis_uri).keys("*")]
+    assert keys and not any("2025550128" in k for k in keys)
+    assert any(k.startswith("sms-service:delay:") for k in keys)
+
+
+# -- destination policy ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "number", "refused"),
+    [
+        ({}, "+447400123456", None),
+        ({"ALLOWED_COUNTRIES": "US"}, "+447400123456", "GB is not allowed"),
+        ({"ALLOWED_COUNTRIES": "US,GB"}, "+447400123456", None),
+        ({"ALLOWED_COUNTRIES": "US"}, "+15558675310", None),  # unassigned +1 range: main region US
+        ({"ALLOWED_COUNTRIES": "GB"}, "+15558675310", "US is not allowed"),
+        ({"ALLOWED_COUNTRIES": "US"}, "+18765550123", "JM is not allowed"),  # +1 876 is Jamaica
+        ({}, "+19005551234", "premium-rate numbers are blocked"),
+        ({"BLOCKED_NUMBER_TYPES": ""}, "+19005551234", None),
+        ({}, "+33884012345", "shared-cost numbers are blocked"),
+        ({"BLOCKED_NUMBER_TYPES": "VOIP"}, "+19005551234", None),
+    ],
+)
+def test_destination_policy(env, number, refused):
+    guards = make_guards(**env)
+    if refused is None:
+        guards.check_destination(number)
+    else:
+        with pytest.raises(DestinationRefused, match=refused):
+            guards.check_destination(number)
+
+
+# -- balance -----------------------------------------------------------------------------
+
+TWILIO_ENV = {"SERVICE_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+              "TWILIO_EMPTY_BALANCE_CHECK": "true"}
+TWILIO_BALANCE = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Balance.json"
+KALEYRA_ENV = {"SERVICE_PROVIDER": "kaleyra", "KALEYRA_SID": KALEYRA_SID, "KALEYRA_API_KEY": KALEYRA_KEY,
+               "KALEYRA_EMPTY_BALANCE_CHECK": "true"}
+KALEYRA_BALANCE = f"https://api.kaleyra.io/api/v1/{KALEYRA_SID}/billing"
+
+
+def provider_guards(env):
+    settings = load_settings(env)
+    return Guards(settings, MemoryStorage(), load_provider(settings))
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "answer", "raises"),
+    [
+        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "12.50", "currency": "USD"}, None),
+        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "0.00", "currency": "USD"}, BalanceExhausted),
+        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "-3.10", "currency": "USD"}, BalanceExhausted),
+        (TWILIO_ENV, TWILIO_BALANCE, {"nothing": "here"}, BalanceUnavailable),
+        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": {"balance": "5", "currency": "EUR"}}, None),
+        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": {"balance": "0", "currency": "EUR"}}, BalanceExhausted),
+        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": [{"balance": "-1"}]}, BalanceExhausted),
+    ],
+)
+def test_balance(env, url, answer, raises):
+    guards = provider_guards(env)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        mock.get(url, json=answer)
+        if raises is None:
+            guards.check_balance()
+        else:
+            with pytest.raises(raises):
+                guards.check_balance()
+
+
+def test_balance_lookup_failure_fails_closed():
+    guards = provider_guards(TWILIO_ENV)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        mock.get(TWILIO_BALANCE, status=500, json={"message": "down"})
+        with pytest.raises(BalanceUnavailable):
+            guards.check_balance()
+
+
+def test_balance_not_read_when_check_is_off():
+    env = {**TWILIO_ENV, "TWILIO_EMPTY_BALANCE_CHECK": "false"}
+    guards = provider_guards(env)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(TWILIO_BALANCE, json={"balance": "0"})
+        guards.check_balance()
+        assert len(mock.calls) == 0
+
+
+# -- storage unavailable -----------------------------------------------------------------
+
+
+def test_dead_redis_fails_closed_and_fast():
+    uri = f"redis://127.0.0.1:{free_port()}/0"
+    guards = make_guards(uri)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        guards.check_rate_limit()
+    with pytest.raises(StorageUnavailable):
+        guards.check_delay("+12025550129")
+    assert time.monotonic() - started < 3
+    assert guards.storage.ping() is False
