@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg providers/twilio/setup.cfg providers/kaleyra/setup.cfg
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70" wheel
 	$(BIN)/python -m pip install --quiet -e '.[test]' -e providers/twilio -e providers/kaleyra
 	touch $@
 
