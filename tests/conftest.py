@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import pytest
 from support.fake_provider import FakeProvider
 from support.redis_server import RedisServer
 
 from sms_service.app import create_app
+
+
+def _loopback_only(host) -> None:
+    if isinstance(host, str) and host in ("localhost", ""):
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ConnectionRefusedError(f"tests may only reach loopback addresses, not {host!r}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network_beyond_loopback():
+    """Make any attempt to reach a real provider fail loudly instead of leaving the machine."""
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            _loopback_only(address[0])
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        _loopback_only(host.decode() if isinstance(host, bytes) else host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect = connect
+    socket.getaddrinfo = getaddrinfo
+    yield
+    socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
 
 
 @pytest.fixture
