@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from sms_service import errors, metrics, ops, send
 from sms_service.config import Settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.guards import Guards
+from sms_service.idempotency import Idempotency
 from sms_service.logs import REQUEST_ID_HEADER, request_id_from
 from sms_service.plugin_loader import load_provider
 from sms_service.provider import Provider
@@ -32,20 +34,26 @@ class Services:
     storage: Storage
     guards: Guards
     dispatcher: Dispatcher
+    idempotency: Idempotency
 
-    def authorize(self, header: str | None) -> None:
-        """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise."""
+    def authorize(self, header: str | None) -> str | None:
+        """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise.
+
+        Returns an opaque id of the caller's key (None when keys are off).
+        """
         keys = self.settings.api_keys
         if not keys:
-            return
+            return None
         scheme, _, given = (header or "").partition(" ")
-        given_bytes = given.strip().encode()
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")
         # Compare against every key, always, so timing tells nothing about which matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(given_bytes, key.encode())
-        if scheme.lower() != "bearer" or not matched:
-            raise Unauthorized(www_authenticate="Bearer")
+        matched = None
+        for index, key in enumerate(keys):
+            if hmac.compare_digest(given_bytes, key.encode()) and matched is None:
+                matched = index
+        if scheme.lower() != "bearer" or matched is None:
+            raise Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service"}))
+        return f"key{matched}"
 
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
@@ -57,8 +65,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     provider = load_provider(settings)
     storage = open_storage(settings.storage_uri)
     guards = Guards(settings, storage, provider)
-    services = Services(settings, provider, storage, guards,
-                        Dispatcher(settings.provider, provider, guards))
+    services = Services(
+        settings, provider, storage, guards, Dispatcher(settings.provider, provider, guards),
+        Idempotency(storage, settings.idempotency_ttl, pending_ttl_s=settings.provider_timeout * 2 + 60),
+    )
 
     app = Flask(__name__)
     app.config.update(

@@ -31,6 +31,7 @@ from sms_service.exceptions import (
     SmsServiceError,
     StorageUnavailable,
 )
+from sms_service.idempotency import IdempotencyConflict, IdempotencyKeyInvalid, IdempotencyMismatch
 from sms_service.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (ProviderTimeout, 504),
     (ProviderUnavailable, 502),
     (ProviderError, 502),
+    (IdempotencyKeyInvalid, 400),
+    (IdempotencyConflict, 409),
+    (IdempotencyMismatch, 422),
     (ConfigError, 500),
 )
 
@@ -57,6 +61,7 @@ _HTTP_REASONS = {400: "validation", 401: "unauthorized", 404: "not_found", 405: 
                  413: "too_large", 415: "unsupported_media_type", 500: "internal"}
 
 _MESSAGES = {
+    401: "a valid API key is required: send Authorization: Bearer <key>",
     404: "no such route",
     413: "request body is larger than 16 KiB",
     415: "Content-Type must be application/json",
@@ -72,11 +77,15 @@ def status_for(exc: SmsServiceError) -> int:
     return 500
 
 
+def error_body(status: int, message: str | None) -> dict[str, str]:
+    """The error JSON of a status; a missing message gets the generic one of the status."""
+    text = message or _MESSAGES.get(status) or HTTPStatus(status).phrase.lower()
+    return {"statusCode": str(status), "error": HTTPStatus(status).phrase, "message": text}
+
+
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """Build the error JSON answer."""
-    response = jsonify(
-        statusCode=str(status), error=HTTPStatus(status).phrase, message=message
-    )
+    response = jsonify(error_body(status, message))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -117,7 +126,7 @@ class ServiceApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Response:
         """Answer any HTTP exception, including the 500 of an unhandled one."""
         status = error.code or 500
-        headers = {k: v for k, v in error.get_headers() if k.lower() == "allow"} if status == 405 else {}
+        headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "www-authenticate")}
         data = getattr(error, "data", None) or {}
         headers.update(data.get("headers") or {})
         g.outcome = _HTTP_REASONS.get(status, "http_error")

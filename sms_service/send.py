@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, request
+import logging
 
-from sms_service.errors import ServiceBlueprint
+from flask import Response, abort, current_app, g, jsonify, request
+
+from sms_service.errors import ServiceBlueprint, error_body, status_for
+from sms_service.exceptions import (
+    GuardRejection,
+    MessageRejected,
+    ProviderAuthError,
+    ProviderRateLimited,
+    SmsServiceError,
+    StorageUnavailable,
+)
+from sms_service.idempotency import Idempotency, StoredAnswer
 from sms_service.schemas import ErrorSchema, ReceiptSchema, SendRequestSchema
+
+log = logging.getLogger(__name__)
+
+# Failures after which no SMS can have gone out: the Idempotency-Key is freed for a retry.
+# Any other failure (timeout, 5xx, unreadable answer) may hide a sent SMS, so its answer
+# is kept and replayed instead of risking a second message.
+NOTHING_SENT = (GuardRejection, StorageUnavailable, MessageRejected, ProviderRateLimited, ProviderAuthError)
 
 bp = ServiceBlueprint("send", __name__, url_prefix="", description="Send SMS messages")
 
@@ -16,7 +34,9 @@ ERROR_STATUSES = {
     401: ("Unauthorized", "API_KEYS is set and the bearer key is missing or wrong", None),
     403: ("Forbidden", "destination country or number type not allowed", None),
     413: ("Payload Too Large", "request body over 16 KiB", None),
+    409: ("Conflict", "a request with the same Idempotency-Key is still in progress", RETRY_AFTER),
     415: ("Unsupported Media Type", "Content-Type is not application/json", None),
+    422: ("Unprocessable Entity", "Idempotency-Key reused with a different request", None),
     429: ("Too Many Requests", "rate limit, receiver delay, or provider throttling", RETRY_AFTER),
     500: ("Internal Server Error", "unexpected error", None),
     502: ("Bad Gateway", "provider failed, refused our credentials, or answered garbage", None),
@@ -29,7 +49,7 @@ ERROR_STATUSES = {
 def guard_before_parsing() -> None:
     """Count the request against the global limit, then insist on JSON."""
     services = current_app.extensions["sms_service"]
-    services.authorize(request.headers.get("Authorization"))
+    g.caller = services.authorize(request.headers.get("Authorization"))
     services.guards.check_rate_limit()
     if request.mimetype != "application/json":
         abort(415)
@@ -42,10 +62,61 @@ def _document_errors(view):
     return view
 
 
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "1 to 255 printable ASCII characters; a retry with the same key and body "
+                   "replays the first answer and sends nothing (kept IDEMPOTENCY_TTL seconds)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+}
+
+
 @bp.route("/send", methods=["POST"])
 @bp.arguments(SendRequestSchema, location="json", description="the message to send")
 @bp.response(200, ReceiptSchema, description="the provider accepted the message")
+@bp.doc(parameters=[IDEMPOTENCY_HEADER])
 @_document_errors
-def send(payload: dict[str, str]) -> dict[str, str]:
+def send(payload: dict[str, str]) -> dict[str, str] | Response:
     """Send one SMS through the configured provider."""
-    return current_app.extensions["sms_service"].dispatcher.send(**payload)
+    services = current_app.extensions["sms_service"]
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return services.dispatcher.send(**payload)
+    key = Idempotency.check_key(header)
+    scope = g.get("caller") or ""
+    stored = services.idempotency.begin(key, scope, payload)
+    if stored is not None:
+        g.outcome = "idempotent_replay"
+        return _replay(stored)
+    try:
+        receipt = services.dispatcher.send(**payload)
+    except NOTHING_SENT:
+        _settle(lambda: services.idempotency.release(key, scope))
+        raise
+    except SmsServiceError as exc:
+        answer = StoredAnswer(status_for(exc), error_body(status_for(exc), exc.message), exc.retry_after)
+        _settle(lambda: services.idempotency.complete(key, scope, payload, answer))
+        raise
+    except Exception:
+        answer = StoredAnswer(500, error_body(500, None))
+        _settle(lambda: services.idempotency.complete(key, scope, payload, answer))
+        raise
+    _settle(lambda: services.idempotency.complete(key, scope, payload, StoredAnswer(200, receipt)))
+    return receipt
+
+
+def _replay(stored: StoredAnswer) -> Response:
+    response = jsonify(stored.body)
+    response.status_code = stored.status
+    response.headers["Idempotent-Replayed"] = "true"
+    if stored.retry_after:
+        response.headers["Retry-After"] = str(stored.retry_after)
+    return response
+
+
+def _settle(call) -> None:
+    # The send has already happened (or provably not): a storage failure now must not
+    # turn a sent SMS into an error that invites a second one.
+    try:
+        call()
+    except StorageUnavailable:
+        log.error("could not record the Idempotency-Key outcome; the key stays pending until it expires")

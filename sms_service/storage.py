@@ -64,6 +64,18 @@ class Storage:
         """
         raise NotImplementedError
 
+    def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
+        """Store `value` under `key` unless a live record exists; return that record if so."""
+        raise NotImplementedError
+
+    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
+        """Store `value` under `key`, replacing any record."""
+        raise NotImplementedError
+
+    def record_delete(self, key: str) -> None:
+        """Forget the record under `key`."""
+        raise NotImplementedError
+
     def ping(self) -> bool:
         """Tell whether the storage answers."""
         raise NotImplementedError
@@ -88,6 +100,7 @@ class MemoryStorage(Storage):
         self.limits_storage = limits.storage.MemoryStorage()
         self._lock = threading.Lock()
         self._streaks: dict[str, tuple[int, float]] = {}
+        self._records: dict[str, tuple[float, str]] = {}
         self._next_sweep = 0.0
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
@@ -113,6 +126,25 @@ class MemoryStorage(Storage):
         stale = [key for key, (_, last) in self._streaks.items() if now - last >= reset_after_ms]
         for key in stale:
             del self._streaks[key]
+        for key in [key for key, (expires, _) in self._records.items() if expires <= now]:
+            del self._records[key]
+
+    def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
+        now = time.monotonic() * 1000
+        with self._lock:
+            expires, existing = self._records.get(key, (0.0, ""))
+            if expires > now:
+                return existing
+            self._records[key] = (now + ttl_ms, value)
+            return None
+
+    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
+        with self._lock:
+            self._records[key] = (time.monotonic() * 1000 + ttl_ms, value)
+
+    def record_delete(self, key: str) -> None:
+        with self._lock:
+            self._records.pop(key, None)
 
     def ping(self) -> bool:
         return True
@@ -139,6 +171,22 @@ class RedisStorage(Storage):
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
         return int(self._delay(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
+
+    def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
+        name = f"{KEY_PREFIX}:record:{key}"
+        for _ in range(2):  # the record may expire between SET NX and GET
+            if self.client.set(name, value, nx=True, px=ttl_ms):
+                return None
+            existing = self.client.get(name)
+            if existing is not None:
+                return existing.decode()
+        raise redis.RedisError("record flapped between SET NX and GET")
+
+    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
+        self.client.set(f"{KEY_PREFIX}:record:{key}", value, px=ttl_ms)
+
+    def record_delete(self, key: str) -> None:
+        self.client.delete(f"{KEY_PREFIX}:record:{key}")
 
     def ping(self) -> bool:
         try:

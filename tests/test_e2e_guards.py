@@ -109,3 +109,24 @@ def test_memory_storage_with_two_workers_refuses_to_start():
     with pytest.raises(RuntimeError):
         service.start(timeout=15)
     assert "WEB_CONCURRENCY" in service.log_text() and "memory://" in service.log_text()
+
+
+def test_idempotency_key_holds_across_instances(redis_uri, fake_provider_server, fake_provider):
+    import requests
+
+    env = {**twilio_env(fake_provider_server.url), "STORAGE_URI": redis_uri}
+    fake_provider.mode = "slow"
+    fake_provider.slow_seconds = 1
+    payload = message()
+    with Service(env, workers=2) as first, Service(env, workers=2) as second:
+        def post(url):
+            return requests.post(f"{url}/send", json=payload, headers={"Idempotency-Key": "across-1"}, timeout=30)
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            results = list(pool.map(post, [(first if i % 2 else second).url for i in range(10)]))
+        statuses = sorted(r.status_code for r in results)
+        assert statuses.count(200) == 1 and statuses.count(409) == 9, statuses
+        replay = post(second.url)
+        assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json() == next(r for r in results if r.status_code == 200).json()
+    assert fake_provider.count() == 1
