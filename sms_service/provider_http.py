@@ -9,9 +9,12 @@ only when the connection was never established (so the request provably never le
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
+import logging
 import math
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from sms_service.exceptions import (
+    ConfigError,
     MessageRejected,
     ProviderAuthError,
     ProviderError,
@@ -29,6 +33,8 @@ from sms_service.exceptions import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 1 << 20
 # 4xx statuses that say our request went to the wrong place or in the wrong form (a bad
@@ -68,6 +74,41 @@ class ProviderAnswer:
             if self.headers.get(name):
                 return self.headers[name][:100]
         return None
+
+
+def base_url_setting(env: Mapping[str, str], name: str, default: str) -> str:
+    """Read a provider's API root from `env` (`default` when unset or empty).
+
+    Raises `ConfigError` naming `name` when it is not a plain http(s) URL; the value is
+    never echoed, since a URL can carry credentials.
+    """
+    value = env.get(name) or default
+    problem = f"{name} must be an http(s) URL such as {default}"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(problem)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        raise ConfigError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(problem)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not contain credentials")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ConfigError(f"{name} must not have a query or a fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        log.warning(f"{name} is plain http: credentials and messages travel unencrypted")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_retry_after(value: str | None) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Mapping
@@ -19,7 +18,12 @@ from sms_service.exceptions import (
     ProviderUnavailable,
 )
 from sms_service.provider import Balance, Message, Provider, Receipt
-from sms_service.provider_http import ProviderAnswer, ProviderHTTP, error_for_status
+from sms_service.provider_http import (
+    ProviderAnswer,
+    ProviderHTTP,
+    base_url_setting,
+    error_for_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class KaleyraProvider(Provider):
         super().__init__(env, timeout=timeout)
         api_key = _token(env, "KALEYRA_API_KEY")
         self.sid = _token(env, "KALEYRA_SID")
-        base_url = _base_url(env)
+        base_url = base_url_setting(env, "KALEYRA_BASE_URL", DEFAULT_BASE_URL)
         quoted_sid = urllib.parse.quote(self.sid, safe="")
         self.messages_url = f"{base_url}/v1/{quoted_sid}/messages"
         self.balance_url = base_url + _balance_path(env).replace("{sid}", quoted_sid)
@@ -171,37 +175,6 @@ def _token(env: Mapping[str, str], name: str) -> str:
             "(check for stray newlines or quotes)"
         )
     return value
-
-
-def _base_url(env: Mapping[str, str]) -> str:
-    value = _get(env, "KALEYRA_BASE_URL") or DEFAULT_BASE_URL
-    # Never echo the value: a URL can carry user:password.
-    problem = "KALEYRA_BASE_URL must be an http(s) URL such as https://api.kaleyra.io"
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise ConfigError(problem)
-    try:
-        parts = urllib.parse.urlsplit(value)
-        parts.port  # noqa: B018  (raises ValueError on a malformed port)
-    except ValueError:
-        raise ConfigError(problem) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(problem)
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("KALEYRA_BASE_URL must not contain credentials")
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise ConfigError("KALEYRA_BASE_URL must not have a query or a fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        log.warning("KALEYRA_BASE_URL is plain http: the API key and messages travel unencrypted")
-    return value.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _sms_type(env: Mapping[str, str]) -> str | None:

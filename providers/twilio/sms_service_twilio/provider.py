@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import ipaddress
 import logging
 import re
-import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from importlib import metadata
@@ -20,7 +18,12 @@ from sms_service.exceptions import (
     ProviderUnavailable,
 )
 from sms_service.provider import Balance, Message, Provider, Receipt
-from sms_service.provider_http import ProviderAnswer, ProviderHTTP, error_for_status
+from sms_service.provider_http import (
+    ProviderAnswer,
+    ProviderHTTP,
+    base_url_setting,
+    error_for_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class TwilioProvider(Provider):
         if not _ACCOUNT_SID.fullmatch(account_sid):
             raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex characters")
         self.account_sid = account_sid
-        base_url = _base_url(env)
+        base_url = base_url_setting(env, "TWILIO_BASE_URL", DEFAULT_BASE_URL)
         root = f"{base_url}/{API_VERSION}/Accounts/{account_sid}"
         self.messages_url = f"{root}/Messages.json"
         self.balance_url = f"{root}/Balance.json"
@@ -129,37 +132,6 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     # An empty value counts as unset: templated deployments often export NAME="".
     value = env.get(name)
     return value or None
-
-
-def _base_url(env: Mapping[str, str]) -> str:
-    value = _get(env, "TWILIO_BASE_URL") or DEFAULT_BASE_URL
-    # Never echo the value: a URL can carry user:password.
-    problem = "TWILIO_BASE_URL must be an http(s) URL such as https://api.twilio.com"
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise ConfigError(problem)
-    try:
-        parts = urllib.parse.urlsplit(value)
-        parts.port  # noqa: B018  (raises ValueError on a malformed port)
-    except ValueError:
-        raise ConfigError(problem) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(problem)
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("TWILIO_BASE_URL must not contain credentials")
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise ConfigError("TWILIO_BASE_URL must not have a query or a fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        log.warning("TWILIO_BASE_URL is plain http: credentials and messages travel unencrypted")
-    return value.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _credentials(env: Mapping[str, str], account_sid: str) -> tuple[str, str]:
