@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps bench-deps run test lint bench bench-profile clean
 
 install: $(STAMP)
 
@@ -30,8 +30,20 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 
-bench: install
+# wrk drives the benchmark; redis-server backs its scenario 2.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing wrk and redis-server (needed by the benchmark)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk redis-server >/dev/null; }
+
+bench: install bench-deps
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py
+
+bench-profile: install bench-deps
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt py-spy
+	$(BIN)/python bench/profile_service.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info providers/*/*.egg-info providers/*/build .pytest_cache .ruff_cache .hypothesis

@@ -1,7 +1,7 @@
 """gunicorn settings: threaded workers (the work is waiting on the provider), JSON logs.
 
 Tunable with WEB_CONCURRENCY (workers, default 1), GUNICORN_THREADS (threads per
-worker, default 32) and HTTP_PORT (default 3000).
+worker, default 64) and HTTP_PORT (default 3000).
 """
 
 import os
@@ -19,7 +19,8 @@ def _int(name: str, default: int) -> int:
 bind = [f"{os.environ.get('HTTP_BIND_HOST', '0.0.0.0')}:{_int('HTTP_PORT', 3000)}"]  # noqa: S104
 workers = _int("WEB_CONCURRENCY", 1)
 worker_class = "gthread"
-threads = _int("GUNICORN_THREADS", 32)
+# One thread per in-flight send: 64 covers 64 concurrent sends of 100 ms per worker.
+threads = _int("GUNICORN_THREADS", 64)
 # A worker is killed only when its main loop stalls; in-flight sends are bounded by
 # PROVIDER_TIMEOUT, so let SIGTERM wait a little longer than the slowest of them.
 timeout = 30

@@ -24,11 +24,17 @@ class Dispatcher:
         self.provider_name = provider_name
         self.provider = provider
         self.guards = guards
+        # Label children bound once: looking them up costs a lock and a dict per call.
+        self._accepted = metrics.MESSAGES_ACCEPTED.labels(provider_name)
+        self._segments = {enc: metrics.SEGMENTS.labels(provider_name, enc) for enc in ("GSM-7", "UCS-2")}
+        self._durations: dict[str, Any] = {}
 
-    def send(self, sender: str, receiver: str, body: str) -> dict[str, str]:
-        """Send a message and return the receipt as the API's four strings.
+    def send(self, sender: str, receiver: str, body: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """Send a message; return the receipt as the API's four strings, and log fields.
 
-        Raises a `GuardRejection`, `StorageUnavailable` or `ProviderError`.
+        The log fields (provider, masked receiver, segments, status, duration) go on the
+        request's access-log line. Raises a `GuardRejection`, `StorageUnavailable` or
+        `ProviderError`.
         """
         self.guards.check_destination(receiver)
         self.guards.check_delay(receiver)
@@ -45,20 +51,26 @@ class Dispatcher:
         except Exception:
             self._observe("plugin_error", started)
             raise
-        self._observe("accepted", started)
+        elapsed = self._observe("accepted", started)
         answer = receipt_fields(receipt, segments.count)
-        metrics.MESSAGES_ACCEPTED.labels(self.provider_name).inc()
-        metrics.SEGMENTS.labels(self.provider_name, segments.encoding).inc(int(answer["numSegments"]))
-        log.info("message accepted by provider", extra={
+        self._accepted.inc()
+        self._segments[segments.encoding].inc(int(answer["numSegments"]))
+        fields = {
             "provider": self.provider_name, "receiver": mask_number(receiver),
-            "segments": answer["numSegments"], "encoding": segments.encoding,
-            "status": answer["status"], "sid": answer["sid"],
-            "provider_ms": round((time.perf_counter() - started) * 1000, 1),
-        })
-        return answer
+            "segments": int(answer["numSegments"]), "encoding": segments.encoding,
+            "sms_status": answer["status"], "sid": answer["sid"],
+            "provider_ms": round(elapsed * 1000, 1),
+        }
+        log.debug("message accepted by provider", extra=fields)
+        return answer, fields
 
-    def _observe(self, outcome: str, started: float) -> None:
-        metrics.PROVIDER_DURATION.labels(self.provider_name, outcome).observe(time.perf_counter() - started)
+    def _observe(self, outcome: str, started: float) -> float:
+        elapsed = time.perf_counter() - started
+        child = self._durations.get(outcome)
+        if child is None:
+            child = self._durations[outcome] = metrics.PROVIDER_DURATION.labels(self.provider_name, outcome)
+        child.observe(elapsed)
+        return elapsed
 
 
 def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID_HEADER = "X-Request-Id"
+# WSGI environ key under which POST /send leaves the fields of the message it sent.
+SEND_LOG_FIELDS = "sms_service.send_log_fields"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -91,9 +93,10 @@ class GunicornLogger(glogging.Logger):
         # Probes are polled every few seconds: at info level they would drown the log.
         if path.startswith("/-/") and status < 400 and self.loglevel > logging.DEBUG:
             return
-        headers = dict((k.lower(), v) for k, v in (resp.headers or []))
+        request_id = next((v for k, v in (resp.headers or []) if k.lower() == "x-request-id"), None)
         self.access_log.info("request", extra={
-            "request_id": headers.get(REQUEST_ID_HEADER.lower()),
+            **environ.get(SEND_LOG_FIELDS, {}),
+            "request_id": request_id,
             "method": environ.get("REQUEST_METHOD"),
             "path": path[:200],
             "status": status,

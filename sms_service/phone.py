@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -24,8 +25,13 @@ def is_e164(text: str) -> bool:
     return E164.fullmatch(text) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(number: str) -> phonenumbers.PhoneNumber | None:
-    """Parse an E.164 string; None when phonenumbers cannot read it."""
+    """Parse an E.164 string; None when phonenumbers cannot read it.
+
+    Cached: one request asks about the same number several times (possible, country,
+    type, mask), and callers never mutate the result.
+    """
     try:
         return phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:

@@ -87,11 +87,12 @@ def test_logs_are_json_with_request_ids_and_leak_nothing(fake_provider_server, f
     access = [r for r in records if r["logger"] == "gunicorn.access"]
     assert len(access) >= 12 and all(r["request_id"] for r in access)
     assert {r["request_id"] for r in access} >= {f"trace-{i}" for i in range(1, 11)}
-    accepted = [r for r in records if r["message"] == "message accepted by provider"]
+    accepted = [r for r in access if "sid" in r]
     assert len(accepted) == 1
-    assert accepted[0]["request_id"] == "trace-1"
+    assert accepted[0]["request_id"] == "trace-1" and accepted[0]["status"] == 200
     assert accepted[0]["receiver"].startswith("+1***") and len(accepted[0]["receiver"]) == 7
-    assert {"provider", "segments", "status", "provider_ms"} <= set(accepted[0])
+    assert accepted[0]["provider"] == "twilio" and accepted[0]["sms_status"] == "queued"
+    assert accepted[0]["segments"] == 1 and accepted[0]["provider_ms"] >= 0
     auth = [r for r in records if r["message"] == "provider refused our credentials"]
     assert auth and auth[0]["level"] == "ERROR" and auth[0]["request_id"] == "trace-5"
     assert not any("Traceback" in line for line in text.splitlines())

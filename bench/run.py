@@ -1,0 +1,707 @@
+"""Benchmark: how close the service comes to the limit its provider's latency sets.
+
+    .venv/bin/pip install -r bench/requirements.txt
+    .venv/bin/python bench/run.py            # about 4 minutes; `make bench` does both
+
+Starts everything on 127.0.0.1 (fake providers, redis-server, gunicorn instances), drives
+`POST /send` with wrk and bench/send.lua, stops everything, writes
+bench/results/<YYYY-MM-DD>.json and prints a markdown table of each figure against its
+target. Scenarios, each measured side by side with its baseline in the same run:
+
+1. provider latency 100 ms, 64 connections, default gunicorn config, memory://:
+   service throughput / throughput of wrk against the fake provider directly;
+2. the same with STORAGE_URI=redis:// and several workers;
+3. provider latency 0: service req/s / req/s of a naive relay (bench/naive_relay.py)
+   under the same gunicorn config, and the CPU time per request of each;
+4. 16 connections, provider latency 50 ms: service p50 and p99 minus the provider's;
+5. resident memory per worker, idle and after the load.
+
+This is a benchmark, not a test: it asserts nothing and always exits 0 once it has
+measured (non-zero only when it could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
+PYTHON = sys.executable
+LOOPBACK = "127.0.0.1"  # every process of the bench listens here, and wrk only targets here
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "bench-token-0123456789abcdef0123"  # 32 printable characters
+MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+# The rate limit stays on, at a height no run reaches.
+RATE_LIMIT_OUT_OF_THE_WAY = "1000000000"
+# send.lua has 200,000 receivers: a warm-up takes them from 0, the measured run from here.
+MEASURE_OFFSET = 100_000
+RECEIVERS = 200_000
+
+TARGETS = {
+    "s1_ratio": 0.90,
+    "s2_ratio": 0.85,
+    "s3_ratio": 0.80,
+    "s4_p50_ms": 3.0,
+    "s4_p99_ms": 15.0,
+    "rss_mb": 80.0,
+    "provider_headroom": 10.0,
+}
+
+# Foreign load (CPU used by processes the bench did not start), in % of one core, above
+# which the table says the machine was not quiet.
+FOREIGN_LOAD_WARNING = 15.0
+
+# Only these reach a child: the service sees its defaults unless the bench sets a value.
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "SYSTEMROOT")
+
+# urllib must never go through a proxy from the environment: loopback only.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (a process did not start, a tool is missing)."""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """Every process the bench started; `stop_all` ends them (by pid) in reverse order."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen, Any]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # closed in stop()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        for entry in list(self.procs):
+            if entry[1] is proc:
+                _terminate(proc)
+                entry[2].close()
+                self.procs.remove(entry)
+
+    def stop_all(self) -> None:
+        for _, proc, log in reversed(self.procs):
+            _terminate(proc)
+            log.close()
+        self.procs.clear()
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL to the process and whatever children it still has."""
+    if proc.poll() is not None:
+        return
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.is_running():
+                child.kill()
+
+
+def wait_http(stack: Stack, name: str, proc: subprocess.Popen, url: str, timeout: float = 30.0) -> None:
+    """Wait until `url` answers anything at all over HTTP."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with {proc.returncode}:\n{stack.log_tail(name)}")
+        try:
+            with _HTTP.open(url, timeout=2) as answer:
+                answer.read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise BenchError(f"{name} did not answer {url} within {timeout:g} s:\n{stack.log_tail(name)}")
+
+
+def http_json(url: str) -> Any:
+    with _HTTP.open(url, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _PASS_ENV}
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(extra)
+    return env
+
+
+class FakeProvider:
+    def __init__(self, stack: Stack, latency_ms: int) -> None:
+        self.latency_ms = latency_ms
+        self.port = free_port()
+        self.name = f"fake-provider-{latency_ms}ms"
+        self.base = f"http://{LOOPBACK}:{self.port}"
+        self.proc = stack.start(self.name, [
+            PYTHON, str(BENCH / "fake_provider.py"), "--host", LOOPBACK,
+            "--port", str(self.port), "--latency-ms", str(latency_ms),
+        ], child_env({}))
+        wait_http(stack, self.name, self.proc, f"{self.base}/-/stats")
+
+    def sends(self) -> int:
+        return int(http_json(f"{self.base}/-/stats")["sends"])
+
+
+class Gunicorn:
+    """One gunicorn instance under the service's gunicorn.conf.py."""
+
+    def __init__(self, stack: Stack, name: str, provider: FakeProvider, *, app: str = "wsgi:app",
+                 workers: int | None = None, storage_uri: str | None = None,
+                 extra_env: dict[str, str] | None = None, tmp: Path) -> None:
+        self.stack = stack
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        metrics_dir = tmp / f"metrics-{name}"
+        metrics_dir.mkdir()
+        env = {
+            "SERVICE_PROVIDER": "twilio",
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_BASE_URL": provider.base,
+            "RATE_LIMIT_MAX_REQUESTS": RATE_LIMIT_OUT_OF_THE_WAY,
+            "HTTP_BIND_HOST": LOOPBACK,
+            "HTTP_PORT": str(self.port),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "NAIVE_RELAY_TARGET": provider.base + MESSAGES_PATH,
+        }
+        if workers:
+            env["WEB_CONCURRENCY"] = str(workers)
+        if storage_uri:
+            env["STORAGE_URI"] = storage_uri
+        env.update(extra_env or {})
+        self.env = {k: v for k, v in env.items() if k not in ("TWILIO_AUTH_TOKEN",)}
+        self.workers = int(env.get("WEB_CONCURRENCY", "1"))
+        argv = [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+        if app != "wsgi:app":
+            argv += ["--pythonpath", str(BENCH)]
+        self.proc = stack.start(name, [*argv, app], child_env(env))
+        wait_http(stack, name, self.proc, f"{self.url}/-/healthz")
+        self._wait_workers()
+
+    def _wait_workers(self, timeout: float = 30.0) -> None:
+        # /-/healthz answers once one worker is up; the others may still be importing.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.worker_pids()) >= self.workers:
+                time.sleep(1.5)  # let the last one finish create_app()
+                return
+            time.sleep(0.1)
+        raise BenchError(f"{self.name}: {self.workers} workers did not start:\n"
+                         f"{self.stack.log_tail(self.name)}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *self.worker_pids()]
+
+    def connections(self) -> dict[int, int]:
+        """Established client connections held by each worker."""
+        held = {}
+        for pid in self.worker_pids():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                sockets = psutil.Process(pid).net_connections(kind="tcp")
+                held[pid] = sum(1 for c in sockets if c.status == psutil.CONN_ESTABLISHED
+                                and c.laddr and c.laddr.port == self.port)
+        return held
+
+    def rss_mb(self) -> list[float]:
+        sizes = []
+        for pid in self.worker_pids():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes.append(round(psutil.Process(pid).memory_info().rss / 2**20, 1))
+        return sizes
+
+    def stop(self) -> None:
+        self.stack.stop(self.proc)
+
+
+class Redis:
+    def __init__(self, stack: Stack, tmp: Path) -> None:
+        self.port = free_port()
+        self.uri = f"redis://{LOOPBACK}:{self.port}/0"
+        server = shutil.which("redis-server")
+        if not server:
+            raise BenchError("redis-server is not installed (apt-get install redis-server)")
+        self.proc = stack.start("redis", [
+            server, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
+            "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "yes",
+        ], child_env({}))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"redis-server exited:\n{stack.log_tail('redis')}")
+            try:
+                with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise BenchError("redis-server did not answer PING")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this bench and every process it started that is still running."""
+    me = psutil.Process()
+    return cpu_seconds([me.pid, *(child.pid for child in me.children(recursive=True))])
+
+
+def _busy_seconds(before: Any, after: Any) -> tuple[float, float]:
+    """(busy CPU seconds over all cores, elapsed CPU seconds over all cores)."""
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return total - idle, total
+
+
+class Wrk:
+    def __init__(self, threads: int, duration: int, warmup: int) -> None:
+        binary = shutil.which("wrk")
+        if not binary:
+            raise BenchError("wrk is not installed (apt-get install wrk)")
+        self.binary = binary
+        self.threads = threads
+        self.duration = duration
+        self.warmup = warmup
+
+    def _run(self, url: str, connections: int, seconds: int, offset: int) -> dict[str, Any]:
+        threads = min(self.threads, connections)
+        argv = [self.binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                "-s", str(BENCH / "send.lua"), url, "--", str(offset), str(threads)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        for line in done.stdout.splitlines():
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line.removeprefix("BENCH_JSON "))
+        raise BenchError(f"wrk printed no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+    def measure(self, label: str, url: str, connections: int, *, cpu_of: list[int] | None = None,
+                instance: Gunicorn | None = None, provider: FakeProvider | None = None) -> dict[str, Any]:
+        """Warm up, then measure.
+
+        Records the CPU time of `cpu_of` (or of the gunicorn `instance`: master and
+        workers, and each worker's share and connections half-way through) and the
+        sends `provider` saw.
+        """
+        assert url.startswith(f"http://{LOOPBACK}:")
+        if instance:
+            cpu_of = instance.pids()
+        if self.warmup:
+            self._run(url, connections, self.warmup, 0)
+        workers = instance.worker_pids() if instance else []
+        connections_seen: dict[int, int] = {}
+        sampler = threading.Timer(self.duration / 2,
+                                  lambda: connections_seen.update(instance.connections() if instance else {}))
+        sends_before = provider.sends() if provider else 0
+        cpu_before = cpu_seconds(cpu_of or [])
+        worker_before = {pid: cpu_seconds([pid]) for pid in workers}
+        machine_before = psutil.cpu_times()
+        own_before = own_cpu_seconds()
+        wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sampler.start()
+        result = self._run(url, connections, self.duration, MEASURE_OFFSET)
+        sampler.join()
+        wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_after = own_cpu_seconds()
+        machine_after = psutil.cpu_times()
+        cpu_after = cpu_seconds(cpu_of or [])
+        worker_after = {pid: cpu_seconds([pid]) for pid in workers}
+        seconds = result["duration_us"] / 1e6
+        lat = result["latency_us"]
+        busy, total = _busy_seconds(machine_before, machine_after)
+        wrk_cpu = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)
+        own = own_after - own_before
+        run = {
+            "label": label,
+            "url_path": urllib.parse.urlsplit(url).path,
+            "connections": connections,
+            "seconds": round(seconds, 2),
+            "requests": result["requests"],
+            "ok": result["ok"],
+            "non_2xx": result["other"],
+            "statuses": result["statuses"],
+            "socket_errors": result["errors"],
+            "ok_per_s": round(result["ok"] / seconds, 1),
+            "latency_ms": {k: round(v / 1000, 2) for k, v in lat.items()},
+            "machine_cpu_busy_pct": round(100 * busy / total, 1) if total > 0 else 0.0,
+            "wrk_cpu_s": round(wrk_cpu, 2),
+            # CPU that neither the bench nor anything it started used: another job on the
+            # machine, which skews every figure of this run. In % of one core.
+            "foreign_cpu_pct": round(100 * max(0.0, busy - own - wrk_cpu) / seconds, 1),
+        }
+        if cpu_of:
+            cpu = cpu_after - cpu_before
+            run["cpu_s"] = round(cpu, 2)
+            run["cpu_ms_per_request"] = round(1000 * cpu / max(result["ok"], 1), 3)
+        if workers:
+            # A worker near 100% is bound by its GIL, whatever the machine has left.
+            run["workers"] = [{"pid": pid,
+                               "cpu_pct": round(100 * (worker_after[pid] - worker_before[pid]) / seconds, 1),
+                               "connections_mid_run": connections_seen.get(pid)}
+                              for pid in workers]
+        if provider:
+            run["provider_sends"] = provider.sends() - sends_before
+        if result["requests"] > RECEIVERS - MEASURE_OFFSET:
+            run["warning"] = "more requests than distinct receivers: some were repeated"
+        per_worker = "".join(f", worker {w['cpu_pct']:.0f}% CPU/{w['connections_mid_run']} conns"
+                             for w in run.get("workers", []))
+        print(f"  {label}: {run['ok_per_s']} ok/s, p50 {run['latency_ms']['p50']} ms, "
+              f"p99 {run['latency_ms']['p99']} ms, non-2xx {run['non_2xx']}, "
+              f"machine {run['machine_cpu_busy_pct']}% busy, foreign load {run['foreign_cpu_pct']}% of a core"
+              f"{per_worker}", flush=True)
+        return run
+
+
+def memory(instance: Gunicorn, when: str) -> dict[str, Any]:
+    sizes = instance.rss_mb()
+    return {"instance": instance.name, "when": when, "workers_rss_mb": sizes,
+            "max_mb": max(sizes) if sizes else None}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str, Any]:
+    wrk = Wrk(args.wrk_threads, args.duration, args.warmup)
+    extra = dict(item.split("=", 1) for item in args.env)
+    runs: dict[str, Any] = {}
+    mem: list[dict[str, Any]] = []
+    instances: dict[str, Any] = {}
+    selected = set(args.scenarios)
+
+    def start(name: str, provider: FakeProvider, **kwargs: Any) -> Gunicorn:
+        print(f"- starting {name}", flush=True)
+        instance = Gunicorn(stack, name, provider, extra_env=extra, tmp=tmp, **kwargs)
+        instances[name] = {"workers": instance.workers, "env": instance.env}
+        return instance
+
+    providers = {latency: FakeProvider(stack, latency) for latency in (100, 0, 50)}
+
+    if selected & {"1", "2"}:
+        print("scenarios 1-2: provider latency 100 ms, 64 connections", flush=True)
+        p100 = providers[100]
+        runs["direct_100ms_64c"] = wrk.measure("direct, 100 ms, 64 conns", p100.base + "/direct", 64,
+                                               cpu_of=[p100.proc.pid])
+        if "1" in selected:
+            svc = start("s1-default", p100)
+            mem.append(memory(svc, "idle"))
+            runs["s1_service"] = wrk.measure("service, default config", svc.url + "/send", 64,
+                                             instance=svc, provider=p100)
+            mem.append(memory(svc, "after load"))
+            svc.stop()
+        if "2" in selected:
+            redis = Redis(stack, tmp)
+            svc = start("s2-redis", p100, workers=args.redis_workers, storage_uri=redis.uri)
+            mem.append(memory(svc, "idle"))
+            runs["s2_service"] = wrk.measure(f"service, redis, {svc.workers} workers", svc.url + "/send",
+                                             64, instance=svc, provider=p100)
+            mem.append(memory(svc, "after load"))
+            svc.stop()
+            stack.stop(redis.proc)
+
+    if "3" in selected:
+        print("scenario 3: provider latency 0, 64 connections", flush=True)
+        p0 = providers[0]
+        naive = start("s3-naive-relay", p0, app="naive_relay:app")
+        runs["s3_naive"] = wrk.measure("naive relay", naive.url + "/send", 64, instance=naive,
+                                       provider=p0)
+        naive.stop()
+        svc = start("s3-service", p0)
+        mem.append(memory(svc, "idle"))
+        runs["s3_service"] = wrk.measure("service", svc.url + "/send", 64, instance=svc, provider=p0)
+        mem.append(memory(svc, "after load"))
+        svc.stop()
+        runs["provider_capacity_0ms_64c"] = wrk.measure("fake provider alone, 0 ms", p0.base + "/direct",
+                                                        64, cpu_of=[p0.proc.pid])
+
+    if "4" in selected:
+        print("scenario 4: provider latency 50 ms, 16 connections", flush=True)
+        p50 = providers[50]
+        runs["direct_50ms_16c"] = wrk.measure("direct, 50 ms, 16 conns", p50.base + "/direct", 16,
+                                              cpu_of=[p50.proc.pid])
+        svc = start("s4-service", p50)
+        mem.append(memory(svc, "idle"))
+        runs["s4_service"] = wrk.measure("service", svc.url + "/send", 16, instance=svc, provider=p50)
+        mem.append(memory(svc, "after load"))
+        svc.stop()
+
+    return {"runs": runs, "memory": mem, "instances": instances}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "PASS" if ok else "MISS"
+
+
+def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: what was measured, against what, and the verdict."""
+    runs, rows = data["runs"], []
+
+    def row(scenario: str, what: str, service: str, baseline: str, figure: float | None,
+            shown: str, target: float | None, target_text: str, higher: bool = True) -> None:
+        verdict = "info" if target is None else _verdict(figure, target, higher)
+        rows.append({"scenario": scenario, "what": what, "service": service, "baseline": baseline,
+                     "figure": figure, "figure_text": shown, "target": target,
+                     "target_text": target_text, "result": verdict})
+
+    def ratio(key: str, base_key: str) -> float | None:
+        if key in runs and base_key in runs and runs[base_key]["ok_per_s"]:
+            return round(runs[key]["ok_per_s"] / runs[base_key]["ok_per_s"], 3)
+        return None
+
+    def rps(key: str) -> str:
+        return f"{runs[key]['ok_per_s']:.0f} req/s" if key in runs else "-"
+
+    workers = data["instances"].get("s2-redis", {}).get("workers", "?")
+    for num, key, base, what, baseline_name, target in (
+        ("1", "s1_service", "direct_100ms_64c", "throughput vs provider direct: 100 ms, 64 conns, "
+         "default config (memory://)", "direct", TARGETS["s1_ratio"]),
+        ("2", "s2_service", "direct_100ms_64c", f"same, STORAGE_URI=redis://, {workers} workers",
+         "direct", TARGETS["s2_ratio"]),
+        ("3", "s3_service", "s3_naive", "throughput vs naive relay: provider 0 ms, 64 conns",
+         "naive relay", TARGETS["s3_ratio"]),
+    ):
+        if key in runs:
+            value = ratio(key, base)
+            row(num, what, rps(key), f"{rps(base)} ({baseline_name})", value,
+                f"{value:.2f}" if value is not None else "-", target, f">= {target:.2f}")
+    if "s3_service" in runs and "s3_naive" in runs:
+        svc_cpu = runs["s3_service"]["cpu_ms_per_request"]
+        naive_cpu = runs["s3_naive"]["cpu_ms_per_request"]
+        row("3", "CPU time per request (master + workers)", f"{svc_cpu:.2f} ms",
+            f"{naive_cpu:.2f} ms (naive)",
+            round(svc_cpu - naive_cpu, 3), f"+{svc_cpu - naive_cpu:.2f} ms", None, "-")
+    if "s4_service" in runs and "direct_50ms_16c" in runs:
+        svc_lat, base_lat = runs["s4_service"]["latency_ms"], runs["direct_50ms_16c"]["latency_ms"]
+        for pct, target in (("p50", TARGETS["s4_p50_ms"]), ("p99", TARGETS["s4_p99_ms"])):
+            overhead = round(svc_lat[pct] - base_lat[pct], 2)
+            row("4", f"latency overhead {pct}: provider 50 ms, 16 conns", f"{svc_lat[pct]:.1f} ms",
+                f"{base_lat[pct]:.1f} ms (direct)", overhead, f"+{overhead:.1f} ms", target,
+                f"<= {target:g} ms", higher=False)
+    for when in ("idle", "after load"):
+        sizes = [m for m in data["memory"] if m["when"] == when and m["max_mb"] is not None]
+        if sizes:
+            worst = max(sizes, key=lambda m: m["max_mb"])
+            row("5", f"RSS per worker, {when} (largest of {len(sizes)} instances)",
+                f"{worst['max_mb']:.1f} MB ({worst['instance']})", "-", worst["max_mb"],
+                f"{worst['max_mb']:.1f} MB", TARGETS["rss_mb"], f"<= {TARGETS['rss_mb']:g} MB",
+                higher=False)
+    if "provider_capacity_0ms_64c" in runs and "s3_service" in runs:
+        value = ratio("provider_capacity_0ms_64c", "s3_service")
+        row("-", "bench check: fake provider capacity / service req/s at 0 ms",
+            rps("provider_capacity_0ms_64c"), rps("s3_service") + " (service)", value,
+            f"{value:.1f}x" if value is not None else "-", TARGETS["provider_headroom"],
+            f">= {TARGETS['provider_headroom']:g}x")
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], runs: dict[str, Any]) -> str:
+    lines = ["| # | measure | service | baseline | figure | target | result |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['what']} | {r['service']} | {r['baseline']} | "
+                     f"{r['figure_text']} | {r['target_text']} | {r['result']} |")
+    lines += ["", "| run | conns | ok req/s | non-2xx | p50 ms | p99 ms | CPU ms/req | workers' CPU "
+              "| machine busy | foreign load |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs.values():
+        cpu = f"{run['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in run else "-"
+        workers = " + ".join(f"{w['cpu_pct']:.0f}%" for w in run.get("workers", [])) or "-"
+        lines.append(f"| {run['label']} | {run['connections']} | {run['ok_per_s']:.0f} | {run['non_2xx']} | "
+                     f"{run['latency_ms']['p50']:.1f} | {run['latency_ms']['p99']:.1f} | {cpu} | {workers} | "
+                     f"{run['machine_cpu_busy_pct']:.0f}% | {run['foreign_cpu_pct']:.0f}% |")
+    foreign = max((run["foreign_cpu_pct"] for run in runs.values()), default=0.0)
+    if foreign > FOREIGN_LOAD_WARNING:
+        lines += ["", f"**Warning:** other processes used up to {foreign:.0f}% of a core during a run: "
+                  "the machine was not quiet, and the figures are lower than they should be."]
+    return "\n".join(lines)
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu_model, mem_total = "unknown", "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_total = f"{int(line.split()[1]) // 1024} MiB"
+    versions = {}
+    for dist in ("gunicorn", "flask", "requests", "aiohttp", "limits", "redis"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory": mem_total,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": _first_line(["wrk", "-v"]).split(" [")[0],
+        "redis_server": _first_line(["redis-server", "--version"]),
+        "packages": versions,
+        "commit": _first_line(["git", "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark sms-service against its provider-bound limit.")
+    parser.add_argument("--duration", type=int, default=20, help="measured seconds per run (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each run (default 3)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (default 1: leave the cores to what is measured)")
+    parser.add_argument("--redis-workers", type=int, default=max(2, os.cpu_count() or 2),
+                        help="gunicorn workers of scenario 2 (default: cores, at least 2)")
+    parser.add_argument("--scenarios", default="1,2,3,4", type=lambda s: [x.strip() for x in s.split(",")],
+                        help="comma-separated subset of 1,2,3,4 (5, memory, comes with each)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for every gunicorn instance (an experiment, not the "
+                             "defaults: recorded in the results)")
+    parser.add_argument("--output", type=Path, help="results file (default bench/results/<date>.json)")
+    args = parser.parse_args()
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes NAME=VALUE")
+
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for old in LOGS.glob("*.log"):
+        old.unlink()
+    started = dt.datetime.now(dt.UTC)
+    print(f"sms-service bench: {args.duration} s per run after {args.warmup} s of warm-up; "
+          f"logs in {LOGS.relative_to(ROOT)}", flush=True)
+    before = psutil.cpu_times()
+    time.sleep(2)
+    busy, _ = _busy_seconds(before, psutil.cpu_times())
+    idle_load = round(100 * busy / 2, 1)
+    if idle_load > FOREIGN_LOAD_WARNING:
+        print(f"warning: the machine is already busy ({idle_load}% of a core before the bench): "
+              "the figures will be low", flush=True)
+    stack = Stack(LOGS)
+    tmp = Path(tempfile.mkdtemp(prefix="sms-bench-"))
+    try:
+        data = run_scenarios(args, stack, tmp)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stack.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = evaluate(data)
+    table = markdown(rows, data["runs"])
+    facts = machine()
+    result = {
+        "date": started.date().isoformat(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_threads": args.wrk_threads,
+                     "extra_env": dict(item.split("=", 1) for item in args.env),
+                     "scenarios": args.scenarios},
+        "machine": facts,
+        "load_before_pct_of_a_core": idle_load,
+        "targets": TARGETS,
+        "figures": rows,
+        **data,
+        "table_markdown": table,
+    }
+    output = args.output or RESULTS / f"{result['date']}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(output)
+
+    note = f" (experiment: {' '.join(args.env)})" if args.env else ""
+    print(f"\n## sms-service benchmark, {result['date']}{note}\n")
+    print(table)
+    print(f"\nMachine: {facts['nproc']} cores ({facts['cpu_model']}), {facts['memory']}, "
+          f"Linux {facts['kernel']}, Python {facts['python']}, {facts['wrk']}; commit {facts['commit']}.")
+    print(f"Results: {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
