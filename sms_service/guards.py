@@ -9,10 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
-
-from limits import RateLimitItemPerSecond
-from limits.strategies import MovingWindowRateLimiter
 
 from sms_service import phone
 from sms_service.config import Settings
@@ -39,16 +35,15 @@ class Guards:
         self.settings = settings
         self.storage = storage
         self.provider = provider
-        self._limiter = MovingWindowRateLimiter(storage.limits_storage)
-        # `limits` counts whole seconds; rounding a fractional window up keeps the
-        # promise (never more than the maximum in any span of the configured length).
-        window_s = max(1, math.ceil(settings.rate_limit_window_ms / 1000))
-        if window_s * 1000 != settings.rate_limit_window_ms:
+        # `limits` (Redis) counts whole seconds; rounding a fractional window up keeps
+        # the promise (never more than the maximum in any span of the configured
+        # length), and memory:// rounds the same way so both storages behave alike.
+        self._window_s = max(1, math.ceil(settings.rate_limit_window_ms / 1000))
+        if self._window_s * 1000 != settings.rate_limit_window_ms:
             log.warning(
                 "RATE_LIMIT_TIME_WINDOW rounded up to a whole number of seconds",
-                extra={"window_ms": settings.rate_limit_window_ms, "window_s": window_s},
+                extra={"window_ms": settings.rate_limit_window_ms, "window_s": self._window_s},
             )
-        self._limit = RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s)
         self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
 
     def check_rate_limit(self) -> None:
@@ -57,14 +52,15 @@ class Guards:
         Raises `RateLimitExceeded` with the seconds until a slot frees up, or
         `StorageUnavailable`.
         """
-        if self.storage.guarded(lambda: self._limiter.hit(self._limit, RATE_LIMIT_KEY)):
-            return
-        stats = self.storage.guarded(lambda: self._limiter.get_window_stats(self._limit, RATE_LIMIT_KEY))
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimitExceeded(
-            f"rate limit of {self.settings.rate_limit_max_requests} messages per window reached",
-            retry_after=retry_after,
+        limit = self.settings.rate_limit_max_requests
+        wait = self.storage.guarded(
+            lambda: self.storage.window_acquire(RATE_LIMIT_KEY, limit, self._window_s)
         )
+        if wait > 0:
+            raise RateLimitExceeded(
+                f"rate limit of {limit} messages per window reached",
+                retry_after=max(1, math.ceil(wait)),
+            )
 
     def check_destination(self, receiver: str) -> None:
         """Refuse a receiver outside ALLOWED_COUNTRIES or of a blocked number type.
