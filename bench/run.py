@@ -458,6 +458,12 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
                                              instance=svc, provider=p100)
             mem.append(memory(svc, "after load"))
             svc.stop()
+            # Context for the figure above: what a relay with no guards, validation or
+            # metrics reaches under the same gunicorn config (one GIL-bound worker).
+            naive = start("s1-naive-relay", p100, app="naive_relay:app")
+            runs["s1_naive"] = wrk.measure("naive relay, 100 ms", naive.url + "/send", 64,
+                                           instance=naive, provider=p100)
+            naive.stop()
         if "2" in selected:
             redis = Redis(stack, tmp)
             svc = start("s2-redis", p100, workers=args.redis_workers, storage_uri=redis.uri)
@@ -539,6 +545,11 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
             value = ratio(key, base)
             row(num, what, rps(key), f"{rps(base)} ({baseline_name})", value,
                 f"{value:.2f}" if value is not None else "-", target, f">= {target:.2f}")
+    if "s1_naive" in runs:
+        value = ratio("s1_naive", "direct_100ms_64c")
+        row("1", "context: naive relay vs provider direct, same conditions", rps("s1_naive"),
+            f"{rps('direct_100ms_64c')} (direct)", value, f"{value:.2f}" if value is not None else "-",
+            None, "-")
     if "s3_service" in runs and "s3_naive" in runs:
         svc_cpu = runs["s3_service"]["cpu_ms_per_request"]
         naive_cpu = runs["s3_naive"]["cpu_ms_per_request"]

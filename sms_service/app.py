@@ -95,7 +95,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id_from(None)
         if request.path == "/send":
             outcome = "ok" if response.status_code < 400 else g.get("outcome", "http_error")
-            metrics.SEND_REQUESTS.labels(f"{response.status_code // 100}xx", outcome).inc()
+            metrics.count_send(response.status_code, outcome)
         return response
 
     return app

@@ -36,6 +36,19 @@ PROVIDER_DURATION = Histogram(
 )
 
 
+_send_children: dict[tuple[int, str], object] = {}
+
+
+def count_send(status: int, outcome: str) -> None:
+    """Count one /send answer; label children are cached (a label lookup takes a lock)."""
+    child = _send_children.get((status, outcome))
+    if child is None:
+        child = _send_children.setdefault(
+            (status, outcome), SEND_REQUESTS.labels(f"{status // 100}xx", outcome)
+        )
+    child.inc()
+
+
 def exposition() -> tuple[bytes, str]:
     """Render every metric of the deployment's workers; returns (body, content type)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
