@@ -177,7 +177,9 @@ def _flatten(messages: Any, path: str = "") -> str:
             elif key == "_schema":
                 sub = _flatten(value, path)
             else:
-                sub = _flatten(value, f"{path}.{key}" if path else str(key))
+                # Unknown keys come from the caller: keep the message one short line.
+                name = str(key) if len(str(key)) <= 40 else str(key)[:40] + "..."
+                sub = _flatten(value, f"{path}.{name}" if path else name)
             if sub:
                 parts.append(sub)
         return "; ".join(parts)

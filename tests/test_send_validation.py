@@ -161,3 +161,9 @@ def test_validation_error_does_not_reach_the_provider(client, caplog):
 def test_message_segments_counted_locally_for_console(client):
     response = client.post("/send", json=message(body="a" * 200, receiver=fresh_receiver()))
     assert response.get_json()["numSegments"] == "2"
+
+
+def test_unknown_field_names_are_cut_short_in_the_message(client):
+    response = client.post("/send", json={**message(), "k" * 5000: 1})
+    body = assert_error(response, 400, "unknown field")
+    assert len(body["message"]) < 100
