@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from support.payloads import message
-from support.service import Service, twilio_env
+from support.service import Service, kaleyra_env, twilio_env
 
 pytestmark = pytest.mark.e2e
 
@@ -50,16 +50,25 @@ def test_metrics_are_summed_across_workers(redis_uri, fake_provider_server, fake
     assert fake_provider.count() == sends + 1
 
 
-def test_logs_are_json_with_request_ids_and_leak_nothing(fake_provider_server, fake_provider):
-    env = {**twilio_env(fake_provider_server.url), "TWILIO_AUTH_TOKEN": SECRET_TOKEN, "PROVIDER_TIMEOUT": "1",
+SECRET_ENVS = {
+    "twilio": lambda url: {**twilio_env(url), "TWILIO_AUTH_TOKEN": SECRET_TOKEN},
+    "kaleyra": lambda url: {**kaleyra_env(url), "KALEYRA_API_KEY": SECRET_TOKEN},
+}
+
+
+@pytest.mark.parametrize("provider", ["twilio", "kaleyra"])
+def test_logs_are_json_with_request_ids_and_leak_nothing(fake_provider_server, fake_provider, provider):
+    env = {**SECRET_ENVS[provider](fake_provider_server.url), "PROVIDER_TIMEOUT": "1",
            "RATE_LIMIT_MAX_REQUESTS": "40"}
-    receivers = []
+    receivers, responses_seen = [], []
     with Service(env) as service:
         def send(mode="ok", **overrides):
             fake_provider.mode = mode
             payload = message(body=SECRET_BODY, **overrides)
             receivers.append(payload["receiver"])
-            return service.send(payload, headers={"X-Request-Id": f"trace-{len(receivers)}"})
+            response = service.send(payload, headers={"X-Request-Id": f"trace-{len(receivers)}"})
+            responses_seen.append(response)
+            return response
 
         assert send().status_code == 200
         assert send(receiver=receivers[0]).status_code == 429  # exponential delay
@@ -79,6 +88,7 @@ def test_logs_are_json_with_request_ids_and_leak_nothing(fake_provider_server, f
         time.sleep(0.3)
     text = service.log_text()
     assert SECRET_TOKEN not in text
+    assert all(SECRET_TOKEN not in r.text for r in responses_seen)
     assert "ZZBODYMARKER" not in text and "918273" not in text
     for receiver in receivers:
         assert receiver not in text and receiver[1:] not in text
@@ -91,7 +101,7 @@ def test_logs_are_json_with_request_ids_and_leak_nothing(fake_provider_server, f
     assert len(accepted) == 1
     assert accepted[0]["request_id"] == "trace-1" and accepted[0]["status"] == 200
     assert accepted[0]["receiver"].startswith("+1***") and len(accepted[0]["receiver"]) == 7
-    assert accepted[0]["provider"] == "twilio" and accepted[0]["sms_status"] == "queued"
+    assert accepted[0]["provider"] == provider and accepted[0]["sms_status"] == "queued"
     assert accepted[0]["segments"] == 1 and accepted[0]["provider_ms"] >= 0
     auth = [r for r in records if r["message"] == "provider refused our credentials"]
     assert auth and auth[0]["level"] == "ERROR" and auth[0]["request_id"] == "trace-5"

@@ -78,10 +78,11 @@ def test_kaleyra_error_inside_a_2xx(fake_provider_server, fake_provider):
     assert "E101" in response.json()["message"]
 
 
-def test_connection_refused_is_502():
+@pytest.mark.parametrize("provider", ["twilio", "kaleyra"])
+def test_connection_refused_is_502(provider):
     from support.ports import free_port
 
-    with Service(twilio_env(f"http://127.0.0.1:{free_port()}")) as service:
+    with Service(ENVS[provider](f"http://127.0.0.1:{free_port()}")) as service:
         response = service.send(message())
     assert response.status_code == 502
     assert response.json()["statusCode"] == "502"
