@@ -83,3 +83,12 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Close the provider's pooled connections and the storage's as the worker ends."""
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("sms_service")
+    if services is not None:
+        services.provider.close()
+        services.storage.close()
