@@ -58,7 +58,7 @@ class Guards:
         )
         if wait > 0:
             raise RateLimitExceeded(
-                f"rate limit of {limit} messages per window reached",
+                f"rate limit of {limit} requests per {self._window_s} s reached",
                 retry_after=max(1, math.ceil(wait)),
             )
 
@@ -74,8 +74,9 @@ class Guards:
                 raise DestinationRefused(
                     f"receiver: destination country {region or 'unknown'} is not allowed"
                 )
-        number_type = phone.type_of(receiver)
-        if number_type in self.settings.blocked_number_types:
+        blocked = self.settings.blocked_number_types
+        number_type = phone.type_of(receiver) if blocked else None
+        if number_type in blocked:
             raise DestinationRefused(f"receiver: {number_type.lower().replace('_', '-')} numbers are blocked")
 
     def check_delay(self, receiver: str) -> None:
