@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ from sms_service.provider import Provider
 from sms_service.storage import Storage, open_storage
 
 MAX_REQUEST_BYTES = 16 * 1024
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -20,6 +20,9 @@ from sms_service.exceptions import (
     ConfigError,
     DestinationRefused,
     GuardRejection,
+    IdempotencyConflict,
+    IdempotencyKeyInvalid,
+    IdempotencyMismatch,
     MessageRejected,
     ProviderAuthError,
     ProviderError,
@@ -31,7 +34,6 @@ from sms_service.exceptions import (
     SmsServiceError,
     StorageUnavailable,
 )
-from sms_service.idempotency import IdempotencyConflict, IdempotencyKeyInvalid, IdempotencyMismatch
 from sms_service.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
@@ -202,5 +204,4 @@ def _flatten(messages: Any, path: str = "") -> str:
 
 def init_app(app: Flask) -> ServiceApi:
     """Attach the Api (OpenAPI document, error handlers) to `app`."""
-    api = ServiceApi(app)
-    return api
+    return ServiceApi(app)

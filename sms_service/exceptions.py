@@ -132,3 +132,24 @@ class StorageUnavailable(SmsServiceError):
     """Raised when the guards' shared storage cannot be reached (fail closed)."""
 
     reason = "storage_unavailable"
+
+
+# -- idempotency ----------------------------------------------------------------------
+
+
+class IdempotencyKeyInvalid(SmsServiceError):
+    """Raised when the Idempotency-Key header is not 1 to 255 printable ASCII characters."""
+
+    reason = "validation"
+
+
+class IdempotencyConflict(SmsServiceError):
+    """Raised when a request with the same key is still in flight."""
+
+    reason = "idempotency_in_flight"
+
+
+class IdempotencyMismatch(SmsServiceError):
+    """Raised when a key is reused with a different payload."""
+
+    reason = "idempotency_mismatch"

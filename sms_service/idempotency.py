@@ -12,28 +12,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from sms_service.exceptions import SmsServiceError
+from sms_service.exceptions import IdempotencyConflict, IdempotencyKeyInvalid, IdempotencyMismatch
 from sms_service.storage import Storage
 
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
-
-
-class IdempotencyKeyInvalid(SmsServiceError):
-    """Raised when the Idempotency-Key header is not 1 to 255 printable ASCII characters."""
-
-    reason = "validation"
-
-
-class IdempotencyConflict(SmsServiceError):
-    """Raised when a request with the same key is still in flight."""
-
-    reason = "idempotency_in_flight"
-
-
-class IdempotencyMismatch(SmsServiceError):
-    """Raised when a key is reused with a different payload."""
-
-    reason = "idempotency_mismatch"
 
 
 @dataclass(frozen=True)
