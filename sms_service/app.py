@@ -18,7 +18,7 @@ from sms_service.idempotency import Idempotency
 from sms_service.logs import REQUEST_ID_HEADER, request_id_from
 from sms_service.plugin_loader import load_provider
 from sms_service.provider import Provider
-from sms_service.storage import Storage, open_storage
+from sms_service.storage import Storage, connect_storage
 
 MAX_REQUEST_BYTES = 16 * 1024
 
@@ -61,11 +61,12 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     """
     settings = load_settings(env)
     provider = load_provider(settings)
-    storage = open_storage(settings.storage_uri)
+    storage = connect_storage(settings)
     guards = Guards(settings, storage, provider)
     services = Services(
         settings, provider, storage, guards, Dispatcher(settings.provider, provider, guards),
-        Idempotency(storage, settings.idempotency_ttl, pending_ttl_s=settings.provider_timeout * 2 + 60),
+        # Past the balance read and the send, each bounded by PROVIDER_TIMEOUT, plus storage.
+        Idempotency(storage, settings.idempotency_ttl, stale_after_s=settings.provider_timeout * 2 + 30),
     )
 
     app = Flask(__name__)

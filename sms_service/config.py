@@ -38,7 +38,6 @@ class Settings:
     allowed_countries: frozenset[str] | None = None
     blocked_number_types: frozenset[str] = frozenset({"PREMIUM_RATE", "SHARED_COST"})
     balance_check: bool = False
-    workers: int = 1
     idempotency_ttl: float = 86_400
     api_keys: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -75,21 +74,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delay_reset_after=_positive_number(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120),
         http_port=_port(env, "HTTP_PORT", 3000),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
-        storage_uri=_storage_uri(env, "STORAGE_URI", "memory://"),
+        storage_uri=_storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db"),
         provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
         allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
         blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
         balance_check=_bool(env, balance_variable(provider), False),
-        workers=_positive_int(env, "WEB_CONCURRENCY", 1),
         idempotency_ttl=_positive_number(env, "IDEMPOTENCY_TTL", 86_400),
         api_keys=_api_keys(env, "API_KEYS"),
         env=env,
     )
-    if settings.workers > 1 and not settings.shared_storage:
-        raise ConfigError(
-            f"STORAGE_URI is memory:// but WEB_CONCURRENCY is {settings.workers}: each worker "
-            "would count alone and multiply every limit; use redis:// or one worker"
-        )
     return settings
 
 
@@ -148,11 +141,28 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {text!r}")
 
 
+def _state_dir(env: Mapping[str, str]) -> str:
+    # STATE_DIRECTORY is what systemd's StateDirectory= sets; then the XDG convention,
+    # which a container's root user and a developer's checkout both can write.
+    explicit = _raw(env, "STATE_DIR", "") or _raw(env, "STATE_DIRECTORY", "").split(":")[0]
+    if explicit:
+        return os.path.abspath(explicit)
+    home = _raw(env, "HOME", "") or os.path.expanduser("~")
+    base = _raw(env, "XDG_STATE_HOME", "") or os.path.join(home, ".local", "state")
+    return os.path.join(base, "sms-service")
+
+
 def _storage_uri(env: Mapping[str, str], name: str, default: str) -> str:
     text = _raw(env, name, default)
     scheme = urlsplit(text).scheme
+    if text.startswith("sqlite:"):
+        if not text.startswith("sqlite:///") or len(text) == len("sqlite:///") or text.endswith("/"):
+            raise ConfigError(f"{name} must name a file: sqlite:////absolute/path.db or sqlite:///relative.db")
+        return text
     if text != "memory://" and scheme not in ("redis", "rediss", "redis+unix"):
-        raise ConfigError(f"{name} must be memory:// or a redis://, rediss:// or redis+unix:// URI")
+        raise ConfigError(
+            f"{name} must be sqlite:///path, memory://, or a redis://, rediss:// or redis+unix:// URI"
+        )
     if scheme in ("redis", "rediss") and not urlsplit(text).hostname:
         raise ConfigError(f"{name} has no host")
     return text

@@ -38,3 +38,10 @@ def parse_duration_ms(text: str) -> float:
     if value < 1:
         raise ValueError(f"{text!r} is shorter than 1 ms")
     return value
+
+
+def format_duration(ms: float) -> str:
+    """Say a duration in milliseconds the short way: ``60 s``, ``1.5 s``, ``500 ms``."""
+    if ms < 1000:
+        return f"{ms:g} ms"
+    return f"{ms / 1000:g} s"

@@ -7,11 +7,11 @@ Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refu
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 
 from sms_service import phone
 from sms_service.config import Settings
+from sms_service.durations import format_duration
 from sms_service.exceptions import (
     BalanceExhausted,
     BalanceUnavailable,
@@ -23,8 +23,6 @@ from sms_service.exceptions import (
 from sms_service.provider import Provider
 from sms_service.storage import Storage
 
-log = logging.getLogger(__name__)
-
 RATE_LIMIT_KEY = "send"
 
 
@@ -35,15 +33,7 @@ class Guards:
         self.settings = settings
         self.storage = storage
         self.provider = provider
-        # `limits` (Redis) counts whole seconds; rounding a fractional window up keeps
-        # the promise (never more than the maximum in any span of the configured
-        # length), and memory:// rounds the same way so both storages behave alike.
-        self._window_s = max(1, math.ceil(settings.rate_limit_window_ms / 1000))
-        if self._window_s * 1000 != settings.rate_limit_window_ms:
-            log.warning(
-                "RATE_LIMIT_TIME_WINDOW rounded up to a whole number of seconds",
-                extra={"window_ms": settings.rate_limit_window_ms, "window_s": self._window_s},
-            )
+        self._window_ms = math.ceil(settings.rate_limit_window_ms)
         self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
 
     def check_rate_limit(self) -> None:
@@ -53,13 +43,13 @@ class Guards:
         `StorageUnavailable`.
         """
         limit = self.settings.rate_limit_max_requests
-        wait = self.storage.guarded(
-            lambda: self.storage.window_acquire(RATE_LIMIT_KEY, limit, self._window_s)
+        wait_ms = self.storage.guarded(
+            lambda: self.storage.window_acquire(RATE_LIMIT_KEY, limit, self._window_ms)
         )
-        if wait > 0:
+        if wait_ms > 0:
             raise RateLimitExceeded(
-                f"rate limit of {limit} requests per {self._window_s} s reached",
-                retry_after=max(1, math.ceil(wait)),
+                f"rate limit of {limit} requests per {format_duration(self._window_ms)} reached",
+                retry_after=max(1, math.ceil(wait_ms / 1000)),
             )
 
     def check_destination(self, receiver: str) -> None:
@@ -84,7 +74,7 @@ class Guards:
 
         Raises `ReceiverTooSoon` with the seconds left, or `StorageUnavailable`.
         """
-        key = hashlib.sha256(f"sms-service:{receiver}".encode()).hexdigest()
+        key = hashlib.sha256(f"sms-service:{phone.canonical(receiver)}".encode()).hexdigest()
         wait_ms = self.storage.guarded(lambda: self.storage.delay_acquire(key, self._reset_after_ms))
         if wait_ms > 0:
             raise ReceiverTooSoon(

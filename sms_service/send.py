@@ -42,7 +42,8 @@ ERROR_STATUSES = {
     500: ("unexpected error", None),
     502: ("provider failed, refused our credentials, or answered garbage", None),
     503: ("balance empty or unknown, or shared storage unavailable", None),
-    504: ("provider did not answer within PROVIDER_TIMEOUT", None),
+    504: ("provider did not answer within PROVIDER_TIMEOUT, or an earlier request with this "
+          "Idempotency-Key never finished (outcome unknown)", None),
 }
 
 
@@ -87,25 +88,23 @@ def send(payload: dict[str, str]) -> Response:
     if header is None:
         return _sent(*services.dispatcher.send(**payload))
     key = Idempotency.check_key(header)
-    scope = g.get("caller") or ""
-    stored = services.idempotency.begin(key, scope, payload)
-    if stored is not None:
+    known = services.idempotency.begin(key, g.get("caller") or "", payload)
+    if isinstance(known, StoredAnswer):
         g.outcome = "idempotent_replay"
-        return _replay(stored)
+        return _replay(known)
     try:
         receipt, log_fields = services.dispatcher.send(**payload)
     except NOTHING_SENT:
-        _settle(lambda: services.idempotency.release(key, scope))
+        _settle(lambda: services.idempotency.release(known))
         raise
     except SmsServiceError as exc:
         answer = StoredAnswer(status_for(exc), error_body(status_for(exc), exc.message), exc.retry_after)
-        _settle(lambda: services.idempotency.complete(key, scope, payload, answer))
+        _settle(lambda: services.idempotency.complete(known, answer))
         raise
     except Exception:
-        answer = StoredAnswer(500, error_body(500, None))
-        _settle(lambda: services.idempotency.complete(key, scope, payload, answer))
+        _settle(lambda: services.idempotency.complete(known, StoredAnswer(500, error_body(500, None))))
         raise
-    _settle(lambda: services.idempotency.complete(key, scope, payload, StoredAnswer(200, receipt)))
+    _settle(lambda: services.idempotency.complete(known, StoredAnswer(200, receipt)))
     return _sent(receipt, log_fields)
 
 
@@ -128,8 +127,12 @@ def _replay(stored: StoredAnswer) -> Response:
 
 def _settle(call) -> None:
     # The send has already happened (or provably not): a storage failure now must not
-    # turn a sent SMS into an error that invites a second one.
+    # turn a sent SMS into an error that invites a second one. The key then stays
+    # pending, and later retries hear that the outcome is unknown.
     try:
-        call()
+        settled = call()
     except StorageUnavailable:
-        log.error("could not record the Idempotency-Key outcome; the key stays pending until it expires")
+        log.error("could not record the Idempotency-Key outcome; retries will hear it is unknown")
+        return
+    if not settled:
+        log.error("the Idempotency-Key record was no longer this request's; its outcome was not stored")

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import tempfile
 
 import pytest
 from support.fake_provider import FakeProvider
 from support.redis_server import RedisServer
 
 from sms_service.app import create_app
+
+# The default storage is an SQLite file under $HOME/.local/state: the tests never share
+# it with the developer's own service, nor with an earlier run (module level, because
+# some test modules build their app at import).
+os.environ["HOME"] = tempfile.mkdtemp(prefix="sms-test-home-")
+os.environ.pop("XDG_STATE_HOME", None)
+os.environ.pop("STATE_DIR", None)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_directory(tmp_path, monkeypatch):
+    """Give each test its own default state directory, so no limit or record leaks between tests."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def _loopback_only(host) -> None:

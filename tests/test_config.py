@@ -16,7 +16,7 @@ def test_defaults():
     assert s.delay_reset_after == 120
     assert s.http_port == 3000
     assert s.log_level == "info"
-    assert s.storage_uri == "memory://"
+    assert s.storage_uri.startswith("sqlite:////") and s.storage_uri.endswith("/.local/state/sms-service/sms-service.db")
     assert s.provider_timeout == 10
     assert s.allowed_countries is None
     assert s.blocked_number_types == {"PREMIUM_RATE", "SHARED_COST"}
@@ -30,7 +30,6 @@ def test_values_are_read():
         "EXPONENTIAL_DELAY_RESET_AFTER": "60", "HTTP_PORT": "8080", "LOG_LEVEL": "DEBUG",
         "STORAGE_URI": "redis://localhost:6379/2", "PROVIDER_TIMEOUT": "2.5",
         "ALLOWED_COUNTRIES": "us, gb", "BLOCKED_NUMBER_TYPES": "", "CONSOLE_EMPTY_BALANCE_CHECK": "true",
-        "WEB_CONCURRENCY": "4",
     })
     assert (s.rate_limit_max_requests, s.rate_limit_window_ms, s.delay_reset_after) == (7, 30_000, 60)
     assert (s.http_port, s.log_level, s.provider_timeout) == (8080, "debug", 2.5)
@@ -38,7 +37,6 @@ def test_values_are_read():
     assert s.allowed_countries == {"US", "GB"}
     assert s.blocked_number_types == frozenset()
     assert s.balance_check is True
-    assert s.workers == 4
 
 
 def test_balance_variable_follows_the_provider_name():
@@ -68,13 +66,16 @@ def test_balance_variable_follows_the_provider_name():
         ({**BASE, "LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({**BASE, "STORAGE_URI": "memcached://localhost"}, "STORAGE_URI"),
         ({**BASE, "STORAGE_URI": "redis://"}, "STORAGE_URI"),
+        ({**BASE, "STORAGE_URI": "sqlite://"}, "STORAGE_URI"),
+        ({**BASE, "STORAGE_URI": "sqlite:///"}, "STORAGE_URI"),
+        ({**BASE, "STORAGE_URI": "sqlite://host/file.db"}, "STORAGE_URI"),
+        ({**BASE, "STORAGE_URI": "sqlite:////var/lib/"}, "STORAGE_URI"),
         ({**BASE, "PROVIDER_TIMEOUT": "0"}, "PROVIDER_TIMEOUT"),
         ({**BASE, "PROVIDER_TIMEOUT": "inf"}, "PROVIDER_TIMEOUT"),
         ({**BASE, "ALLOWED_COUNTRIES": "USA"}, "ALLOWED_COUNTRIES"),
         ({**BASE, "ALLOWED_COUNTRIES": "U1"}, "ALLOWED_COUNTRIES"),
         ({**BASE, "BLOCKED_NUMBER_TYPES": "PREMIUM_RATE,EXPENSIVE"}, "BLOCKED_NUMBER_TYPES"),
         ({**BASE, "CONSOLE_EMPTY_BALANCE_CHECK": "maybe"}, "CONSOLE_EMPTY_BALANCE_CHECK"),
-        ({**BASE, "WEB_CONCURRENCY": "2"}, "STORAGE_URI"),
         ({**BASE, "API_KEYS": "short"}, "API_KEYS"),
         ({**BASE, "IDEMPOTENCY_TTL": "-1"}, "IDEMPOTENCY_TTL"),
     ],
@@ -87,13 +88,21 @@ def test_bad_values_name_the_variable(env, variable):
     assert "\n" not in message
 
 
-def test_memory_storage_with_several_workers_says_why():
-    with pytest.raises(ConfigError, match="multiply every limit"):
-        load_settings({**BASE, "WEB_CONCURRENCY": "3"})
-
-
-def test_redis_with_several_workers_is_fine():
-    assert load_settings({**BASE, "WEB_CONCURRENCY": "3", "STORAGE_URI": "redis://h:6379/0"}).workers == 3
+@pytest.mark.parametrize(
+    ("env", "uri"),
+    [
+        ({"HOME": "/home/ops"}, "sqlite:////home/ops/.local/state/sms-service/sms-service.db"),
+        ({"HOME": "/home/ops", "XDG_STATE_HOME": "/xdg"}, "sqlite:////xdg/sms-service/sms-service.db"),
+        ({"HOME": "/home/ops", "STATE_DIRECTORY": "/var/lib/sms:/var/lib/other"},
+         "sqlite:////var/lib/sms/sms-service.db"),
+        ({"HOME": "/home/ops", "STATE_DIRECTORY": "/var/lib/sms", "STATE_DIR": "/srv/state"},
+         "sqlite:////srv/state/sms-service.db"),
+        ({"STATE_DIR": "/srv/state", "STORAGE_URI": "sqlite:///relative.db"}, "sqlite:///relative.db"),
+        ({"STATE_DIR": "/srv/state", "STORAGE_URI": "memory://"}, "memory://"),
+    ],
+)
+def test_the_default_storage_is_a_file_in_the_state_directory(env, uri):
+    assert load_settings({**BASE, **env}).storage_uri == uri
 
 
 def test_api_keys_are_split_and_trimmed():

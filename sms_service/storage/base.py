@@ -1,15 +1,18 @@
 """The storage interface: the atomic operations every backend implements alike.
 
-A storage that cannot be reached raises `StorageUnavailable`, and callers refuse to
-send (fail closed).
+Each operation is atomic across every thread and process that shares the storage (a
+lock in memory, one transaction in SQLite, one Lua script on Redis), and none is
+retried blindly: an operation whose outcome is unknown raises instead. A storage that
+cannot be reached raises `StorageUnavailable`, and callers refuse to send (fail closed).
 """
 
 from __future__ import annotations
 
+import abc
+import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-import limits.errors
 import redis
 
 from sms_service.exceptions import StorageUnavailable
@@ -18,49 +21,60 @@ KEY_PREFIX = "sms-service"
 T = TypeVar("T")
 
 
-class Storage:
-    """Guard state: the moving-window rate limit, receiver streaks, idempotency records."""
+class Storage(abc.ABC):
+    """Shared state: moving windows, receiver streaks, and keyed records with a TTL.
 
-    def window_acquire(self, key: str, limit: int, window_s: int) -> float:
-        """Count one hit in a moving window of `window_s` seconds holding at most `limit`.
+    Times are milliseconds. Windows and streaks never admit more than they promise;
+    records are compared and swapped by their whole value, so a writer only ever
+    replaces the value it put there itself.
+    """
 
-        Returns 0 when the hit is admitted, else the seconds until the oldest hit leaves
-        the window. Raises `StorageUnavailable`.
+    @abc.abstractmethod
+    def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
+        """Count one hit in the moving window `key` unless it would exceed `limit`.
+
+        The promise: in any span of `window_ms`, at most `limit` hits are admitted.
+        Returns 0 when the hit is admitted (and counted), else the milliseconds until
+        one would be (>= 1); a refused hit is not counted.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
-        """Record an accepted message for `key` unless its delay has not passed.
+        """Record an accepted message for `key` unless its exponential delay has not passed.
 
-        Returns 0 when accepted, else the milliseconds left to wait. Raises
-        `StorageUnavailable`.
+        After the k-th message of a streak the next is accepted 2^(k-1) s later; a
+        streak resets after `reset_after_ms` without an accepted message. Returns 0
+        when accepted, else the milliseconds left to wait (>= 1). A refusal changes
+        nothing.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
         """Store `value` under `key` unless a live record exists; return that record if so."""
-        raise NotImplementedError
 
-    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
-        """Store `value` under `key`, replacing any record."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def record_swap(self, key: str, expected: str, value: str, ttl_ms: int) -> bool:
+        """Replace the record under `key` with `value` only while it is still `expected`.
 
-    def record_delete(self, key: str) -> None:
-        """Forget the record under `key`."""
-        raise NotImplementedError
+        Returns whether it was replaced.
+        """
 
+    @abc.abstractmethod
+    def record_delete(self, key: str, expected: str) -> bool:
+        """Forget the record under `key` only while it is still `expected`; tell whether it was."""
+
+    @abc.abstractmethod
     def ping(self) -> bool:
         """Tell whether the storage answers."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: memory has nothing to release)
         """Release connections."""
 
     def guarded(self, call: Callable[[], T]) -> T:
         """Run a storage operation, turning any storage failure into `StorageUnavailable`."""
         try:
             return call()
-        except (redis.RedisError, limits.errors.StorageError, OSError) as exc:
+        except (redis.RedisError, sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"shared storage is unavailable ({type(exc).__name__}); nothing was sent"
             ) from None

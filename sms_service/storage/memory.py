@@ -1,4 +1,4 @@
-"""memory:// storage: state in this process only (tests, single-process trials)."""
+"""memory:// storage: state in this process only, for tests and single-process trials."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from collections import deque
 from sms_service.storage.base import Storage
 
 
+def _now_ms() -> float:
+    return time.monotonic() * 1000
+
+
 class MemoryStorage(Storage):
     """State in this process only: right for one worker, wrong for several.
 
@@ -19,65 +23,78 @@ class MemoryStorage(Storage):
     """
 
     def __init__(self) -> None:
-        self._windows: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
-        self._streaks: dict[str, tuple[int, float]] = {}
+        self._windows: dict[str, deque[float]] = {}
+        self._streaks: dict[str, tuple[int, float, float]] = {}
         self._records: dict[str, tuple[float, str]] = {}
         self._next_sweep = 0.0
 
-    def window_acquire(self, key: str, limit: int, window_s: int) -> float:
-        now = time.monotonic()
+    def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
+        now = _now_ms()
         with self._lock:
             hits = self._windows.setdefault(key, deque())
-            while hits and hits[0] <= now - window_s:
+            while hits and hits[0] <= now - window_ms:
                 hits.popleft()
             if len(hits) < limit:
                 hits.append(now)
-                return 0.0
-            return hits[0] + window_s - now
+                return 0
+            # The hit `limit` places back leaves the window first among those that matter.
+            return max(1, math.ceil(hits[-limit] + window_ms - now))
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
-        now = time.monotonic() * 1000
+        now = _now_ms()
         with self._lock:
-            self._sweep(now, reset_after_ms)
-            k, last = self._streaks.get(key, (0, -math.inf))
+            self._sweep(now)
+            k, last, _ = self._streaks.get(key, (0, -math.inf, 0.0))
             if k and now - last < reset_after_ms:
                 wait = 1000 * 2 ** (k - 1)
                 if now - last < wait:
-                    return math.ceil(last + wait - now)
+                    return max(1, math.ceil(last + wait - now))
                 k += 1
             else:
                 k = 1
-            self._streaks[key] = (k, now)
+            self._streaks[key] = (k, now, now + reset_after_ms)
             return 0
 
-    def _sweep(self, now: float, reset_after_ms: int) -> None:
-        # Bounded memory: forget streaks that have reset anyway, at most once a second.
+    def _sweep(self, now: float) -> None:
+        # Bounded memory: forget streaks and records past their time, at most once a second.
         if now < self._next_sweep:
             return
         self._next_sweep = now + 1000
-        stale = [key for key, (_, last) in self._streaks.items() if now - last >= reset_after_ms]
-        for key in stale:
+        for key in [key for key, (_, _, expires) in self._streaks.items() if expires <= now]:
             del self._streaks[key]
         for key in [key for key, (expires, _) in self._records.items() if expires <= now]:
             del self._records[key]
 
+    def _live(self, key: str, now: float) -> str | None:
+        expires, value = self._records.get(key, (0.0, None))
+        return value if expires > now else None
+
     def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
-        now = time.monotonic() * 1000
+        now = _now_ms()
         with self._lock:
-            expires, existing = self._records.get(key, (0.0, ""))
-            if expires > now:
+            self._sweep(now)
+            existing = self._live(key, now)
+            if existing is not None:
                 return existing
             self._records[key] = (now + ttl_ms, value)
             return None
 
-    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
+    def record_swap(self, key: str, expected: str, value: str, ttl_ms: int) -> bool:
+        now = _now_ms()
         with self._lock:
-            self._records[key] = (time.monotonic() * 1000 + ttl_ms, value)
+            if self._live(key, now) != expected:
+                return False
+            self._records[key] = (now + ttl_ms, value)
+            return True
 
-    def record_delete(self, key: str) -> None:
+    def record_delete(self, key: str, expected: str) -> bool:
+        now = _now_ms()
         with self._lock:
-            self._records.pop(key, None)
+            if self._live(key, now) != expected:
+                return False
+            del self._records[key]
+            return True
 
     def ping(self) -> bool:
         return True

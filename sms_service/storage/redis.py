@@ -1,17 +1,12 @@
 """redis:// storage: state shared by every worker and replica that points at one Redis.
 
-Every operation that decides whether an SMS may go out is one Lua script (one round
-trip, timed by the Redis clock).
+Every operation is one Lua script: one round trip, atomic, and timed by the Redis clock,
+so replicas with skewed clocks still agree.
 """
 
 from __future__ import annotations
 
-import time
-
-import limits.storage
 import redis
-from limits import RateLimitItemPerSecond
-from limits.strategies import MovingWindowRateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -21,10 +16,29 @@ from sms_service.storage.base import KEY_PREFIX, Storage
 REDIS_CONNECT_TIMEOUT = 0.5
 REDIS_SOCKET_TIMEOUT = 0.5
 
-# Returns 0 when the message may go, else the milliseconds left to wait.
-_DELAY_SCRIPT = """
+# Milliseconds of the Redis clock, shared by the scripts below.
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# The list holds the times of the last `limit` admitted hits, newest first. A hit in the
+# same millisecond as the window's edge still counts: never looser by a rounding.
+_WINDOW_SCRIPT = _NOW + """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local oldest = redis.call('LINDEX', KEYS[1], limit - 1)
+if oldest and now - tonumber(oldest) <= window then
+  return math.max(1, tonumber(oldest) + window - now)
+end
+redis.call('LPUSH', KEYS[1], now)
+redis.call('LTRIM', KEYS[1], 0, limit - 1)
+redis.call('PEXPIRE', KEYS[1], window + 1)
+return 0
+"""
+
+# Returns 0 when the message may go, else the milliseconds left to wait.
+_DELAY_SCRIPT = _NOW + """
 local reset = tonumber(ARGV[1])
 local state = redis.call('HMGET', KEYS[1], 'k', 'last')
 local k = tonumber(state[1])
@@ -43,6 +57,31 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(reset))
 return 0
 """
 
+_RESERVE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  return existing
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+_SWAP_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+_DELETE_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
@@ -52,41 +91,36 @@ class RedisStorage(Storage):
             "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "health_check_interval": 15,
-            "retry": Retry(NoBackoff(), 1),
+            # No command is ever sent twice: a reply that timed out may hide a script
+            # that ran, and running it again would count a hit or a streak twice.
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_timeout": False,
         }
         url = uri.replace("redis+unix://", "unix://", 1)
         self.pool = redis.ConnectionPool.from_url(url, **options)
         self.client = redis.Redis(connection_pool=self.pool)
-        self._limiter = MovingWindowRateLimiter(limits.storage.storage_from_string(
-            uri, connection_pool=self.pool, wrap_exceptions=True,
-            key_prefix=f"{KEY_PREFIX}:rate",
-        ))
-        self._delay = self.client.register_script(_DELAY_SCRIPT)
+        register = self.client.register_script
+        self._window = register(_WINDOW_SCRIPT)
+        self._delay = register(_DELAY_SCRIPT)
+        self._reserve = register(_RESERVE_SCRIPT)
+        self._swap = register(_SWAP_SCRIPT)
+        self._delete = register(_DELETE_SCRIPT)
 
-    def window_acquire(self, key: str, limit: int, window_s: int) -> float:
-        item = RateLimitItemPerSecond(limit, window_s)
-        if self._limiter.hit(item, key):
-            return 0.0
-        return max(0.0, self._limiter.get_window_stats(item, key).reset_time - time.time())
+    def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
+        return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
         return int(self._delay(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
 
     def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
-        name = f"{KEY_PREFIX}:record:{key}"
-        for _ in range(2):  # the record may expire between SET NX and GET
-            if self.client.set(name, value, nx=True, px=ttl_ms):
-                return None
-            existing = self.client.get(name)
-            if existing is not None:
-                return existing.decode()
-        raise redis.RedisError("record flapped between SET NX and GET")
+        existing = self._reserve(keys=[f"{KEY_PREFIX}:record:{key}"], args=[value, ttl_ms])
+        return None if existing is None else existing.decode()
 
-    def record_put(self, key: str, value: str, ttl_ms: int) -> None:
-        self.client.set(f"{KEY_PREFIX}:record:{key}", value, px=ttl_ms)
+    def record_swap(self, key: str, expected: str, value: str, ttl_ms: int) -> bool:
+        return bool(self._swap(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected, value, ttl_ms]))
 
-    def record_delete(self, key: str) -> None:
-        self.client.delete(f"{KEY_PREFIX}:record:{key}")
+    def record_delete(self, key: str, expected: str) -> bool:
+        return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
 
     def ping(self) -> bool:
         try:

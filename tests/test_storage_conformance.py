@@ -1,0 +1,351 @@
+"""One conformance suite for every storage: memory, a real SQLite file, a real redis-server.
+
+Each backend must give the same answers: a moving window that never admits more than its
+limit in any span of its length, the exponential delay, compare-and-set records, and
+atomicity under threads and, for the shared ones, under several processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from support import storage_hammer
+from support.slow_proxy import SlowProxy
+
+from sms_service.exceptions import StorageUnavailable
+from sms_service.idempotency import Idempotency, Reservation
+from sms_service.storage import MemoryStorage, RedisStorage, SqliteStorage, open_storage
+from sms_service.storage import sqlite as sqlite_backend
+from sms_service.storage.sqlite import WINDOW_BUCKETS
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def uri(request, tmp_path):
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state/sms.db"
+    return request.getfixturevalue("redis_uri")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_uri(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shared.db"
+    return request.getfixturevalue("redis_uri")
+
+
+@pytest.fixture
+def storage(uri):
+    store = open_storage(uri)
+    yield store
+    store.close()
+
+
+def test_open_storage_picks_the_backend(tmp_path, redis_uri):
+    assert isinstance(open_storage("memory://"), MemoryStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/a.db"), SqliteStorage)
+    assert isinstance(open_storage(redis_uri), RedisStorage)
+
+
+def _slack_ms(uri: str, window_ms: int) -> float:
+    # SQLite counts a hit until its whole bucket has left the window: up to one bucket late.
+    return window_ms / WINDOW_BUCKETS + 1 if uri.startswith("sqlite") else 1
+
+
+# -- moving window ---------------------------------------------------------------------
+
+
+def test_window_admits_the_limit_then_refuses_without_counting_refusals(storage):
+    assert [storage.window_acquire("w", 3, 2000) for _ in range(3)] == [0, 0, 0]
+    waits = [storage.window_acquire("w", 3, 2000) for _ in range(5)]
+    assert all(1 <= w <= 2000 + 21 for w in waits), waits
+    # Another key is another window.
+    assert storage.window_acquire("other", 3, 2000) == 0
+
+
+def test_window_admits_again_exactly_when_it_said(storage, uri):
+    window = 600
+    assert storage.window_acquire("edge", 2, window) == 0
+    time.sleep(0.2)
+    assert storage.window_acquire("edge", 2, window) == 0
+    wait = storage.window_acquire("edge", 2, window)
+    # The first hit leaves 600 ms after it was made, about 400 ms from now.
+    assert 300 <= wait <= 400 + _slack_ms(uri, window) + 20, wait
+    time.sleep((wait - 40) / 1000)
+    assert storage.window_acquire("edge", 2, window) > 0, "admitted before the window had moved"
+    time.sleep(0.06)
+    assert storage.window_acquire("edge", 2, window) == 0
+    # Only one slot freed: the second hit is still inside the window.
+    assert storage.window_acquire("edge", 2, window) > 0
+
+
+def test_window_slides_instead_of_resetting_at_a_boundary(storage):
+    window = 1000
+    assert storage.window_acquire("slide", 2, window) == 0
+    time.sleep(0.55)
+    assert storage.window_acquire("slide", 2, window) == 0
+    time.sleep(0.55)
+    # A fixed window would have reset by now; a moving one still holds the second hit.
+    assert storage.window_acquire("slide", 2, window) == 0
+    assert storage.window_acquire("slide", 2, window) > 0
+
+
+def _definite_violations(hits, limit, window_ms):
+    """Spans shorter than the window that surely held more than `limit` admitted hits."""
+    admitted = sorted((before, after) for before, after, wait in hits if wait == 0)
+    found = []
+    for i in range(len(admitted) - limit):
+        group = admitted[i:i + limit + 1]
+        span_ms = (max(after for _, after in group) - group[0][0]) * 1000
+        if span_ms < window_ms:
+            found.append(span_ms)
+    return found
+
+
+def test_window_never_admits_more_than_the_limit_in_any_span_under_threads(storage):
+    limit, window = 5, 400
+    hits: list = []
+    lock = threading.Lock()
+
+    end = time.time() + 1.6
+
+    def hammer():
+        while time.time() < end:
+            before = time.time()
+            wait = storage.window_acquire("span", limit, window)
+            with lock:
+                hits.append((before, time.time(), wait))
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(8) as pool:
+        for f in [pool.submit(hammer) for _ in range(8)]:
+            f.result()
+    admitted = sum(1 for *_, wait in hits if wait == 0)
+    # 1.6 s of hammering at 5 per 400 ms: 20 admitted, 25 at most, and never a burst.
+    assert 15 <= admitted <= 25, admitted
+    assert _definite_violations(hits, limit, window) == []
+
+
+def test_window_exact_count_under_concurrency(storage):
+    with ThreadPoolExecutor(16) as pool:
+        waits = list(pool.map(lambda _: storage.window_acquire("burst", 10, 60_000), range(64)))
+    assert waits.count(0) == 10
+    assert all(w > 0 for w in waits if w != 0)
+
+
+def test_window_cost_does_not_grow_with_hits_on_sqlite(tmp_path):
+    store = SqliteStorage(str(tmp_path / "buckets.db"))
+    for _ in range(3000):
+        store.window_acquire("many", 1_000_000, 60_000)
+    with sqlite3.connect(str(tmp_path / "buckets.db")) as conn:
+        rows = conn.execute("SELECT count(*) FROM window_buckets").fetchone()[0]
+    assert rows <= WINDOW_BUCKETS + 1, rows
+
+
+# -- exponential delay -----------------------------------------------------------------
+
+
+def test_delay_doubles_and_refusals_do_not_lengthen_it(storage):
+    assert storage.delay_acquire("r", 60_000) == 0
+    first = storage.delay_acquire("r", 60_000)
+    assert 900 <= first <= 1000
+    time.sleep(0.3)
+    later = storage.delay_acquire("r", 60_000)
+    assert 600 <= later <= 720, later  # the refusal above did not restart the wait
+    time.sleep(later / 1000 + 0.05)
+    assert storage.delay_acquire("r", 60_000) == 0
+    assert 1900 <= storage.delay_acquire("r", 60_000) <= 2000  # after the 2nd message: 2 s
+    assert storage.delay_acquire("another", 60_000) == 0
+
+
+def test_delay_streak_resets_after_silence(storage):
+    assert storage.delay_acquire("quiet", 1200) == 0
+    time.sleep(1.05)
+    assert storage.delay_acquire("quiet", 1200) == 0  # 1 s passed: second of the streak
+    assert storage.delay_acquire("quiet", 1200) > 1000  # now 2 s
+    time.sleep(1.3)  # 1.2 s of silence resets the streak
+    assert storage.delay_acquire("quiet", 1200) == 0
+    assert storage.delay_acquire("quiet", 1200) <= 1000  # a new streak: 1 s again
+
+
+def test_delay_admits_one_of_many_concurrent(storage):
+    with ThreadPoolExecutor(16) as pool:
+        waits = list(pool.map(lambda _: storage.delay_acquire("crowd", 60_000), range(40)))
+    assert waits.count(0) == 1
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+def test_record_reserve_swap_delete_compare_the_whole_value(storage):
+    assert storage.record_reserve("k", "pending-1", 60_000) is None
+    assert storage.record_reserve("k", "pending-2", 60_000) == "pending-1"
+    assert storage.record_swap("k", "pending-2", "done-2", 60_000) is False
+    assert storage.record_reserve("k", "x", 60_000) == "pending-1"
+    assert storage.record_swap("k", "pending-1", "done-1", 60_000) is True
+    assert storage.record_reserve("k", "x", 60_000) == "done-1"
+    assert storage.record_delete("k", "pending-1") is False
+    assert storage.record_delete("k", "done-1") is True
+    assert storage.record_reserve("k", "again", 60_000) is None
+    assert storage.record_swap("missing", "a", "b", 60_000) is False
+    assert storage.record_delete("missing", "a") is False
+
+
+def test_records_expire(storage):
+    assert storage.record_reserve("short", "v1", 200) is None
+    time.sleep(0.3)
+    assert storage.record_swap("short", "v1", "v2", 60_000) is False  # gone, not revived
+    assert storage.record_reserve("short", "v3", 60_000) is None
+
+
+def test_one_reservation_wins_under_concurrency(storage):
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: storage.record_reserve("race", f"v{i}", 60_000), range(40)))
+    assert results.count(None) == 1
+    winner = f"v{results.index(None)}"
+    assert all(r == winner for r in results if r is not None)
+
+
+def test_ping(storage):
+    assert storage.ping() is True
+
+
+# -- several processes -----------------------------------------------------------------
+
+
+def _in_processes(target, args_list):
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(len(args_list)) as pool:
+        return pool.starmap(target, args_list, chunksize=1)
+
+
+def test_processes_hammering_one_window_never_exceed_the_limit(shared_uri):
+    start = time.time() + 2.0  # every process is up and waiting before the first hit
+    limit, window = 20, 1500
+    per_process = _in_processes(storage_hammer.hammer_window,
+                                [(shared_uri, start, 8, 30, limit, window)] * 4)
+    outcomes = [o for proc in per_process for o in proc]
+    errors = [o for o in outcomes if isinstance(o, str)]
+    assert errors == []  # no "database is locked" or any other error reaches a caller
+    hits = [h for thread in outcomes for h in thread]
+    assert len(hits) == 4 * 8 * 30
+    assert _definite_violations(hits, limit, window) == []
+    assert sum(1 for *_, wait in hits if wait == 0) >= limit
+
+
+def test_processes_racing_for_one_receiver_admit_one(shared_uri):
+    start = time.time() + 2.0
+    results = [r for proc in _in_processes(storage_hammer.hammer_delay, [(shared_uri, start, 8)] * 4)
+               for r in proc]
+    assert [r for r in results if isinstance(r, str)] == []
+    assert results.count(0) == 1
+
+
+def test_processes_racing_for_one_record_reserve_it_once(shared_uri):
+    start = time.time() + 2.0
+    results = [r for proc in _in_processes(
+        storage_hammer.hammer_reserve, [(shared_uri, start, 8, f"p{i}") for i in range(4)]) for r in proc]
+    assert [r for r in results if isinstance(r, str) and r.startswith("error")] == []
+    assert results.count(None) == 1
+
+
+def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
+    uri = f"sqlite:///{tmp_path}/fresh/state.db"
+    start = time.time() + 2.0
+    assert _in_processes(storage_hammer.open_and_hit, [(uri, start)] * 8) == ["ok"] * 8
+
+
+# -- SQLite specifics ------------------------------------------------------------------
+
+
+def test_sqlite_keeps_its_state_across_a_restart(tmp_path):
+    path = str(tmp_path / "keep.db")
+    first = SqliteStorage(path)
+    assert first.record_reserve("idem", "done", 60_000) is None
+    assert first.delay_acquire("receiver", 60_000) == 0
+    assert first.window_acquire("send", 1, 60_000) == 0
+    first.close()
+    second = SqliteStorage(path)
+    assert second.record_reserve("idem", "other", 60_000) == "done"
+    assert second.delay_acquire("receiver", 60_000) > 0
+    assert second.window_acquire("send", 1, 60_000) > 0
+
+
+def test_sqlite_file_is_private_and_in_wal_mode(tmp_path):
+    path = tmp_path / "private" / "state.db"
+    SqliteStorage(str(path)).close()
+    assert path.stat().st_mode & 0o077 == 0
+    assert path.parent.stat().st_mode & 0o077 == 0
+    with sqlite3.connect(str(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_lock_held_too_long_fails_closed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_S", 0.2)
+    path = str(tmp_path / "busy.db")
+    store = SqliteStorage(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            store.guarded(lambda: store.delay_acquire("r", 60_000))
+        assert time.monotonic() - started < 2
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.guarded(lambda: store.delay_acquire("r", 60_000)) == 0  # recovers at once
+
+
+def test_sqlite_unwritable_directory_is_a_clear_start_up_error(tmp_path):
+    from sms_service.app import create_app
+    from sms_service.exceptions import ConfigError
+
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    with pytest.raises(ConfigError) as info:
+        create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(blocked / "state")})
+    assert str(info.value).startswith("STORAGE_URI")
+    assert "\n" not in str(info.value)
+
+
+# -- Redis: nothing is ever run twice ------------------------------------------------
+
+
+@pytest.fixture
+def slow_redis(redis_server, redis_uri):
+    proxy = SlowProxy(redis_server.port)
+    store = RedisStorage(f"redis://127.0.0.1:{proxy.port}/0")
+    yield store, redis.Redis.from_url(redis_uri), proxy
+    store.close()
+    proxy.close()
+
+
+def test_redis_delay_whose_reply_times_out_is_not_run_again(slow_redis):
+    store, direct, proxy = slow_redis
+    assert store.delay_acquire("warm-up", 60_000) == 0  # connection made, script loaded
+    proxy.delay_next_reply(0.8)
+    with pytest.raises(StorageUnavailable):
+        store.guarded(lambda: store.delay_acquire("fresh-receiver", 60_000))
+    # Ran once: the streak holds one message, and the caller heard 503, not a 429 to itself.
+    assert direct.hget("sms-service:delay:fresh-receiver", "k") == b"1"
+
+
+def test_redis_reservation_whose_reply_times_out_does_not_block_the_key(slow_redis):
+    store, _, proxy = slow_redis
+    idempotency = Idempotency(store, ttl_s=60, stale_after_s=60)
+    assert isinstance(idempotency.begin("warm", "", {"a": "1"}), Reservation)
+    proxy.delay_next_reply(0.8)
+    with pytest.raises(StorageUnavailable):
+        idempotency.begin("order-7", "", {"a": "1"})
+    time.sleep(0.9)  # the held reply has gone by
+    # The request that timed out took its pending record back: a retry may proceed.
+    assert isinstance(idempotency.begin("order-7", "", {"a": "1"}), Reservation)
+
