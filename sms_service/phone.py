@@ -8,9 +8,11 @@ import re
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-E164 = re.compile(r"\+[1-9]\d{1,14}")
-SHORT_CODE = re.compile(r"\d{3,8}")
-ALPHANUMERIC_ID = re.compile(r"(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+# ASCII digits only: \d and str.isdigit() also take full-width, Arabic-Indic and other
+# Unicode digits, which phonenumbers would read as the same number under another spelling.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+SHORT_CODE = re.compile(r"[0-9]{3,8}", re.ASCII)
+ALPHANUMERIC_ID = re.compile(r"(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}", re.ASCII)
 
 # phonenumbers names every type; operators write them as in its PhoneNumberType.
 NUMBER_TYPES = {
@@ -36,6 +38,18 @@ def parse(number: str) -> phonenumbers.PhoneNumber | None:
         return phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
         return None
+
+
+def canonical(number: str) -> str:
+    """The E.164 form phonenumbers gives `number`; `number` itself when it cannot be read.
+
+    Keys that stand for "this receiver" use it, so that two spellings of one number
+    count as one.
+    """
+    parsed = parse(number)
+    if parsed is None:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def is_possible(number: str) -> bool:

@@ -9,8 +9,9 @@ from marshmallow import ValidationError, fields
 
 from sms_service import phone
 
-SENDER_PATTERN = r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$"
-RECEIVER_PATTERN = r"^\+[1-9]\d{1,14}$"
+# [0-9], not \d: a validator in another language (or Python's re) reads \d as any Unicode digit.
+SENDER_PATTERN = r"^(\+[1-9][0-9]{1,14}|[0-9]{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$"
+RECEIVER_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 BODY_MAX = 1600
 
 

@@ -22,7 +22,8 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 weird_text = st.text(st.characters(codec="utf-8", exclude_categories=()), max_size=40) | st.sampled_from(
     ["+15558675310", "+1555867531\x00", "\u202e+15558675310", "ACME", "", " ", "\ufeff", "+" + "9" * 40,
-     "0015558675310", "١٢٣", "A" * 5000]
+     "0015558675310", "١٢٣", "+1555867531\uff10", "+1\u0665\u0665\u0665\u0668\u0666\u0667\u0665\u0663\u0661\u0660",
+     "A" * 5000]
 )
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | weird_text
 json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(weird_text, inner, max_size=4),
@@ -54,6 +55,22 @@ def test_random_json(payload):
         mock.post(TWILIO_URL, status=201, json=_twilio_ok())
         response = CLIENT.post("/send", data=json.dumps(payload), content_type="application/json")
         _check(response, len(mock.calls))
+
+
+unicode_digit = st.characters(categories=["Nd"]).filter(lambda c: not c.isascii())
+
+
+@FUZZ
+@given(field=st.sampled_from(["sender", "receiver"]), digit=unicode_digit, data=st.data())
+def test_a_unicode_digit_anywhere_in_a_number_never_reaches_the_provider(field, digit, data):
+    payload = {"sender": "+15017122661", "receiver": "+12025550188", "body": "hi"}
+    position = data.draw(st.integers(min_value=1, max_value=len(payload[field]) - 1))
+    payload[field] = payload[field][:position] + digit + payload[field][position + 1:]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(TWILIO_URL, status=201, json=_twilio_ok())
+        response = CLIENT.post("/send", data=json.dumps(payload), content_type="application/json")
+        _check(response, len(mock.calls))
+    assert response.status_code == 400 and response.get_json()["message"].startswith(f"{field}: not an E.164")
 
 
 @FUZZ
