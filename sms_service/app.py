@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ class Services:
     def authorize(self, header: str | None) -> str | None:
         """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise.
 
-        Returns an opaque id of the caller's key (None when keys are off).
+        Returns the identity of the caller's key (None when keys are off).
         """
         keys = self.settings.api_keys
         if not keys:
@@ -46,12 +48,26 @@ class Services:
         given_bytes = given.strip().encode("utf-8", "surrogateescape")
         # Compare against every key, always, so timing tells nothing about which matched.
         matched = None
-        for index, key in enumerate(keys):
+        for key in keys:
             if hmac.compare_digest(given_bytes, key.encode()) and matched is None:
-                matched = index
+                matched = key
         if scheme.lower() != "bearer" or matched is None:
             raise Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service"}))
-        return f"key{matched}"
+        return self.key_identities[matched]
+
+    @functools.cached_property
+    def key_identities(self) -> dict[str, str]:
+        """A stable identity per API key, which scopes what the caller owns.
+
+        It is the key's own keyed hash, not its place in API_KEYS: a reorder or a rotation
+        never hands one caller's records to another, and the key itself is never stored.
+        """
+        return {key: key_identity(key) for key in self.settings.api_keys}
+
+
+def key_identity(key: str) -> str:
+    """The identity of one API key: an HMAC-SHA256 of it under a fixed, service-specific key."""
+    return hmac.new(b"sms-service/api-key-identity/v1", key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
@@ -80,6 +96,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    services.key_identities  # noqa: B018  (hashed once at start-up, never on the hot path)
     app.extensions["sms_service"] = services
     api = errors.init_app(app)
     api.register_blueprint(send.bp)

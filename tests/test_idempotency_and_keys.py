@@ -158,3 +158,43 @@ def test_idempotency_keys_are_scoped_per_api_key(keyed_client):
                           headers={"Authorization": f"Bearer {KEY_B}", "Idempotency-Key": "same"})
     assert a.status_code == 200
     assert b.status_code == 429  # the receiver's delay, not a 422 from the other caller's key
+
+
+def test_idempotency_scope_survives_a_rotation_of_api_keys(tmp_path):
+    """A,B then B,C on the same storage: nobody reads another's receipt, nobody sends twice."""
+    key_c = "charlie-" + "c" * 20
+    uri = f"sqlite:///{tmp_path}/rotation.db"
+    before = create_app({"SERVICE_PROVIDER": "console", "API_KEYS": f"{KEY_A},{KEY_B}",
+                         "STORAGE_URI": uri}).test_client()
+    payload_a, payload_b = message(), message()
+    first_a = before.post("/send", json=payload_a, headers={"Authorization": f"Bearer {KEY_A}",
+                                                           "Idempotency-Key": "order-1"})
+    first_b = before.post("/send", json=payload_b, headers={"Authorization": f"Bearer {KEY_B}",
+                                                           "Idempotency-Key": "order-2"})
+    assert first_a.status_code == first_b.status_code == 200
+
+    after = create_app({"SERVICE_PROVIDER": "console", "API_KEYS": f"{KEY_B},{key_c}",
+                        "STORAGE_URI": uri}).test_client()
+    # B's retry of its own request replays its receipt: no second SMS.
+    retry_b = after.post("/send", json=payload_b, headers={"Authorization": f"Bearer {KEY_B}",
+                                                          "Idempotency-Key": "order-2"})
+    assert retry_b.status_code == 200 and retry_b.headers["Idempotent-Replayed"] == "true"
+    assert retry_b.get_json() == first_b.get_json()
+    # C now sits where B was in the list: it must not see B's receipt (a fresh send, here
+    # refused by B's receiver delay rather than replayed).
+    c_same = after.post("/send", json=payload_b, headers={"Authorization": f"Bearer {key_c}",
+                                                         "Idempotency-Key": "order-2"})
+    assert "Idempotent-Replayed" not in c_same.headers and c_same.status_code == 429
+    # B now sits where A was: it must not see A's receipt.
+    b_on_a = after.post("/send", json=payload_a, headers={"Authorization": f"Bearer {KEY_B}",
+                                                         "Idempotency-Key": "order-1"})
+    assert "Idempotent-Replayed" not in b_on_a.headers and b_on_a.status_code == 429
+
+
+def test_no_api_key_is_stored(tmp_path):
+    uri = f"sqlite:///{tmp_path}/keys.db"
+    client = create_app({"SERVICE_PROVIDER": "console", "API_KEYS": KEY_A, "STORAGE_URI": uri}).test_client()
+    assert client.post("/send", json=message(), headers={"Authorization": f"Bearer {KEY_A}",
+                                                         "Idempotency-Key": "k-9"}).status_code == 200
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert KEY_A.encode() not in raw
