@@ -1,0 +1,305 @@
+"""Serving: the packaged gunicorn settings, and gunicorn run in-process by `sms-service serve`.
+
+The serving variables (WEB_CONCURRENCY, GUNICORN_THREADS, HTTP_BIND_HOST, and HTTP_PORT
+for the bind address) are read here because they configure gunicorn, not the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers import gthread
+
+from sms_service.config import LOG_LEVELS, Settings, load_settings
+from sms_service.exceptions import ConfigError
+from sms_service.logs import GunicornLogger, configure_logging
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+# Set by the packaged settings and inherited by the workers: tells the app it is served
+# as intended, not by a bare `gunicorn wsgi:app` (a sync worker on port 8000, text logs).
+PACKAGED_MARKER = "SMS_SERVICE_PACKAGED_SETTINGS"
+WORKER_CLASS = "sms_service.serving.ThreadWorker"
+DEFAULT_THREADS = 64
+DEFAULT_PORT = 3000
+
+log = logging.getLogger(__name__)
+
+
+class ThreadWorker(gthread.ThreadWorker):
+    """gunicorn's gthread worker, taking at most one connection per thread and keeping them alive.
+
+    `worker_connections` is ignored: the cap is always the thread count.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A worker that accepts more connections than it has threads queues them behind
+        # its busy threads while another worker idles: all workers poll one listening
+        # socket, so the quickest to wake takes most connections (splits of 47/17 cost
+        # 10%). At the cap it stops accepting and the kernel holds them for the others.
+        self.worker_connections = self.cfg.threads
+        # gthread keeps `worker_connections - threads` connections alive, 0 here. An idle
+        # kept-alive connection waits in the poller, not in a thread, so keep them all.
+        self.max_keepalived = self.worker_connections
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Nothing to check: gthread's warning about keep-alive does not apply here."""
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def bind_address(host: str, port: int) -> str:
+    """gunicorn's ``HOST:PORT`` form, with an IPv6 host in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The service's gunicorn settings from `env` (the process environment by default).
+
+    Raises `ConfigError` naming WEB_CONCURRENCY or GUNICORN_THREADS when it is not a
+    whole number greater than 0. Other variables are checked by `on_starting`.
+    """
+    env = os.environ if env is None else env
+    loglevel = env.get("LOG_LEVEL", "info").strip().lower()
+    return {
+        "bind": [bind_address(env.get("HTTP_BIND_HOST", "0.0.0.0"), _lenient_port(env))],  # noqa: S104
+        "workers": _count(env, "WEB_CONCURRENCY") or _default_workers(env),
+        "worker_class": WORKER_CLASS,
+        # One thread per in-flight send: 64 covers 64 concurrent sends of 100 ms per worker.
+        "threads": _count(env, "GUNICORN_THREADS") or DEFAULT_THREADS,
+        # A worker is killed only when its main loop stalls; in-flight sends are bounded by
+        # PROVIDER_TIMEOUT, so let SIGTERM wait a little longer than the slowest of them.
+        "timeout": 30,
+        "graceful_timeout": max(30, int(_lenient_seconds(env, "PROVIDER_TIMEOUT", 10)) + 5),
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": loglevel if loglevel in LOG_LEVELS else "info",
+        "logger_class": GunicornLogger,
+        "capture_output": False,
+        "max_requests": 0,
+        # gunicorn's runtime control socket is one fixed path per user, so two instances on
+        # one host would fight over it; nothing here needs it.
+        "control_socket_disable": True,
+        "on_starting": on_starting,
+        "nworkers_changed": nworkers_changed,
+        "post_worker_init": post_worker_init,
+        "child_exit": child_exit,
+        "worker_exit": worker_exit,
+    }
+
+
+def packaged_settings() -> dict[str, Any]:
+    """`settings()` of the process environment, with the process prepared to serve.
+
+    Raises SystemExit(1) after one JSON line when a serving variable is wrong.
+    """
+    # prometheus_client's multiprocess mode sums the workers' files: the directory must
+    # exist before any worker imports the client.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sms-service-metrics-")
+    os.environ[PACKAGED_MARKER] = "1"
+    try:
+        return settings()
+    except ConfigError as exc:
+        _refuse(exc.message)
+
+
+def check_worker_count(settings: Settings, workers: int) -> None:
+    """Raise `ConfigError` naming STORAGE_URI when its storage cannot serve `workers` workers."""
+    if workers < 1:
+        raise ConfigError(f"gunicorn would run {workers} workers: at least 1 is needed")
+    if workers > 1 and not settings.shared_storage:
+        scheme = settings.storage_uri.split(":", 1)[0]
+        raise ConfigError(
+            f"STORAGE_URI is {scheme}:// but gunicorn would run {workers} workers: each would count "
+            "alone and multiply every limit; use sqlite:// or redis://, or one worker"
+        )
+
+
+def on_starting(server: Arbiter) -> None:
+    """Refuse to start on bad configuration, with one line that names the variable.
+
+    Raises SystemExit(1) after that line.
+    """
+    from sms_service.plugin_loader import load_provider
+
+    level = server.cfg.loglevel.lower()
+    configure_logging(level if level in LOG_LEVELS else "info")
+    try:
+        service_settings = load_settings()
+        load_provider(service_settings).close()
+        # Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this
+        # is the count gunicorn is about to fork.
+        check_worker_count(service_settings, server.cfg.workers)
+    except ConfigError as exc:
+        server.log.critical(f"configuration error: {exc.message}")
+        sys.exit(1)
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(directory):  # stale files of a previous run would be summed in
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:
+    """Undo a growth of the worker count (SIGTTIN, a reload) that the storage cannot serve."""
+    if old_value is None or new_value <= old_value:  # the start is on_starting's to check
+        return
+    try:
+        check_worker_count(load_settings(), new_value)
+    except ConfigError as exc:
+        server.log.error(f"worker count stays {old_value}: {exc.message}")
+        server.num_workers = old_value
+
+
+def post_worker_init(worker: Any) -> None:
+    """Turn readiness to 503 as soon as the worker is told to stop."""
+    import signal
+
+    from sms_service import lifecycle
+
+    original = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        lifecycle.begin_shutdown()
+        if callable(original):
+            original(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def child_exit(server: Arbiter, worker: Any) -> None:
+    """Drop the metrics of a dead worker's live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server: Arbiter, worker: Any) -> None:
+    """Close the provider's pooled connections and the storage's as the worker ends."""
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("sms_service")
+    if services is not None:
+        services.provider.close()
+        services.storage.close()
+
+
+def wsgi_app() -> Flask:
+    """Build the app for a WSGI server, logging JSON lines at LOG_LEVEL.
+
+    Under gunicorn without the packaged settings, logs one ERROR line and raises
+    SystemExit with gunicorn's "app failed to load" status, so the master stops instead
+    of serving on a sync worker. Raises `ConfigError` on bad configuration.
+    """
+    from sms_service.app import create_app
+
+    configure_logging(os.environ.get("LOG_LEVEL", "info").strip().lower() or "info")
+    if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/") and PACKAGED_MARKER not in os.environ:
+        log.error(
+            "gunicorn is serving the app without the service's packaged settings (threaded "
+            "workers, HTTP_PORT, JSON logs, the storage check): start it with `sms-service serve`, "
+            "or `gunicorn -c gunicorn.conf.py wsgi:app` from the source tree"
+        )
+        sys.exit(Arbiter.APP_LOAD_ERROR)
+    return create_app()
+
+
+class ServiceApplication(BaseApplication):
+    """gunicorn in this process: packaged settings, then GUNICORN_CMD_ARGS, then `overrides`."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        super().__init__(prog="sms-service serve")
+
+    def load_config(self) -> None:
+        for name, value in packaged_settings().items():
+            self.cfg.set(name, value)
+        # As the gunicorn command does: its settings from the environment, over the
+        # packaged ones (a config file named there is not read).
+        from_env = self.cfg.parser().parse_args(self.cfg.get_cmd_args_from_env())
+        for name, value in vars(from_env).items():
+            if value is not None and name != "args":
+                self.cfg.set(name.lower(), value)
+        for name, value in self.overrides.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Callable:
+        return wsgi_app()
+
+
+def serve(
+    host: str | None = None, port: int | None = None, workers: int | None = None, threads: int | None = None
+) -> NoReturn:
+    """Run gunicorn with the packaged settings until it stops; the arguments win over all else.
+
+    Raises SystemExit with gunicorn's exit status (0 after SIGTERM), or 1 after one JSON
+    line when the configuration is wrong.
+    """
+    overrides: dict[str, Any] = {}
+    if host is not None or port is not None:
+        env_host = os.environ.get("HTTP_BIND_HOST", "0.0.0.0")  # noqa: S104
+        overrides["bind"] = [bind_address(host or env_host, port or _lenient_port(os.environ))]
+    if workers is not None:
+        overrides["workers"] = workers
+    if threads is not None:
+        overrides["threads"] = threads
+    ServiceApplication(overrides).run()
+    sys.exit(0)
+
+
+def _refuse(message: str) -> NoReturn:
+    configure_logging("info")
+    log.critical(f"configuration error: {message}")
+    sys.exit(1)
+
+
+def _count(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name} must be a whole number greater than 0, got {text!r}")
+    return int(text)
+
+
+def _default_workers(env: Mapping[str, str]) -> int:
+    # A storage that serves one process gets one worker by default: more would only be
+    # refused. A wrong variable is named by on_starting, so ignore it here.
+    try:
+        if not load_settings(env).shared_storage:
+            return 1
+    except ConfigError:
+        pass
+    return available_cpus()
+
+
+def _lenient_port(env: Mapping[str, str]) -> int:
+    # A wrong HTTP_PORT is named by on_starting (load_settings), before anything binds.
+    text = env.get("HTTP_PORT", "").strip()
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else DEFAULT_PORT
+
+
+def _lenient_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if 0 < value < 1e6 else default
