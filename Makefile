@@ -22,7 +22,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 run: install
-	SERVICE_PROVIDER=$${SERVICE_PROVIDER:-console} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	SERVICE_PROVIDER=$${SERVICE_PROVIDER:-console} $(BIN)/sms-service serve
 
 test: install system-deps
 	$(BIN)/python -m pytest

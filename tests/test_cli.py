@@ -1,8 +1,11 @@
 """The sms-service console script."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(sys.executable).with_name("sms-service")
 
@@ -41,3 +44,37 @@ def test_check_config_never_prints_a_secret():
     assert result.returncode == 1
     assert "TWILIO_ACCOUNT_SID" in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_serve_lists_its_flags_and_their_variables():
+    result = run("serve", "--help")
+    assert result.returncode == 0
+    for flag, variable in [("--port", "HTTP_PORT"), ("--bind", "HTTP_BIND_HOST"), ("--workers", "WEB_CONCURRENCY"),
+                           ("--threads", "GUNICORN_THREADS")]:
+        assert flag in result.stdout and variable in result.stdout
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--workers", "0"), ("--threads", "-2"), ("--port", "70000"),
+                                             ("--port", "http")])
+def test_serve_refuses_a_bad_flag(flag, value):
+    result = run("serve", flag, value, env={"SERVICE_PROVIDER": "console"})
+    assert result.returncode == 2
+    assert f"argument {flag}" in result.stderr
+
+
+def test_serve_names_a_bad_web_concurrency_in_one_json_line():
+    result = run("serve", env={"SERVICE_PROVIDER": "console", "WEB_CONCURRENCY": "two"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stdout.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "CRITICAL"
+    assert record["message"] == "configuration error: WEB_CONCURRENCY must be a whole number greater than 0, got 'two'"
+
+
+def test_serve_takes_an_empty_web_concurrency_as_unset():
+    # gunicorn alone would stop on int(""); the next check to speak is the threads'.
+    result = run("serve", env={"SERVICE_PROVIDER": "console", "WEB_CONCURRENCY": "", "GUNICORN_THREADS": "x"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "GUNICORN_THREADS must be a whole number greater than 0, got 'x'" in json.loads(result.stdout)["message"]
