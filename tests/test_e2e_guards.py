@@ -105,10 +105,13 @@ def test_kaleyra_balance_check_end_to_end(fake_provider_server, fake_provider, b
 
 
 def test_memory_storage_with_two_workers_refuses_to_start():
-    service = Service({"SERVICE_PROVIDER": "console"}, workers=2)
+    # tests/test_serve.py asks for the two workers in every other way gunicorn takes.
+    service = Service({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://"}, workers=2)
     with pytest.raises(RuntimeError):
         service.start(timeout=15)
-    assert "WEB_CONCURRENCY" in service.log_text() and "memory://" in service.log_text()
+    assert service.process.returncode == 1
+    refusal = [r for r in service.log_records() if "STORAGE_URI" in r["message"]]
+    assert len(refusal) == 1 and "memory://" in refusal[0]["message"] and "2 workers" in refusal[0]["message"]
 
 
 def test_idempotency_key_holds_across_instances(redis_uri, fake_provider_server, fake_provider):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
@@ -17,6 +18,9 @@ from support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+# How an operator runs it from the source tree, and from anywhere once installed.
+GUNICORN_COMMAND = (str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app")
+SERVE_COMMAND = (str(Path(sys.executable).with_name("sms-service")), "serve")
 
 TWILIO_SID = "AC" + "1f" * 16
 TWILIO_TOKEN = "tok3n" + "9" * 27
@@ -35,19 +39,27 @@ def kaleyra_env(fake_url: str) -> dict[str, str]:
 
 
 class Service:
-    """One gunicorn master with its workers; its stdout is kept for the log tests."""
+    """One gunicorn master with its workers; its stdout is kept for the log tests.
 
-    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
+    `command` runs from `cwd` (the repository root by default); `workers` sets
+    WEB_CONCURRENCY unless None. Each Service keeps its state in a fresh STATE_DIR
+    unless `env` names one.
+    """
+
+    def __init__(self, env: dict[str, str], workers: int | None = 1, command: Sequence[str] = GUNICORN_COMMAND,
+                 cwd: Path | str = ROOT) -> None:
         self.port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="sms-service-", suffix=".log")[1])
+        self.command, self.cwd = list(command), cwd
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             "LANG": "C.UTF-8",
             "HTTP_BIND_HOST": "127.0.0.1",
             "HTTP_PORT": str(self.port),
-            "WEB_CONCURRENCY": str(workers),
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="sms-metrics-"),
+            "STATE_DIR": tempfile.mkdtemp(prefix="sms-state-"),
+            **({} if workers is None else {"WEB_CONCURRENCY": str(workers)}),
             **env,
         }
         self.process: subprocess.Popen | None = None
@@ -59,8 +71,7 @@ class Service:
     def start(self, timeout: float = 20) -> Service:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,6 +103,12 @@ class Service:
 
     def log_records(self) -> list[dict]:
         return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the workers gunicorn booted so far, in order, from its log."""
+        marker = "Booting worker with pid: "
+        return [int(line.split(marker)[1].split('"')[0]) for line in self.log_text().splitlines()
+                if marker in line]
 
     def __enter__(self) -> Service:
         return self.start()
