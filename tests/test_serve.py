@@ -57,6 +57,9 @@ def test_serve_from_another_directory_runs_the_packaged_configuration(tmp_path, 
             statuses = [r.status_code for r in pool.map(lambda _: service.send(message()), range(2))]
         assert statuses == [200, 200]
         assert time.monotonic() - started < 1.8
+        for _ in range(3):  # whichever worker answers, it counts both workers' sends
+            assert 'sms_messages_accepted_total{provider="twilio"} 2.0' in requests.get(
+                f"{service.url}/-/metrics", timeout=5).text
         assert service.stop() == 0
     records = service.log_records()  # raises if any line is not JSON
     assert "Using worker: sms_service.serving.ThreadWorker" in {r["message"] for r in records}
