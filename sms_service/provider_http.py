@@ -116,11 +116,13 @@ def parse_retry_after(value: str | None) -> int | None:
     if not value:
         return None
     value = value.strip()
+    if not value.isascii():  # superscripts and other scripts' digits pass isdigit()
+        return None
     if value.isdigit():
         return max(1, int(value))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None or when.tzinfo is None:
         return None
@@ -214,7 +216,7 @@ class ProviderHTTP:
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         name = self.provider
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_answer_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_answer_bytes:
             raise ProviderUnavailable(f"{name} answer is too large ({declared} bytes)")
         chunks: list[bytes] = []
         size = 0

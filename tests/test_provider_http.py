@@ -203,7 +203,33 @@ def test_error_for_status(status, cls):
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(None, None), ("", None), ("5", 5), ("0", 1), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 1)],
+    [(None, None), ("", None), ("5", 5), ("0", 1), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 1),
+     (" 7 ", 7), ("\u00b2", None), ("1\u00b9", None), ("\u0661\u0662", None), ("\uff15", None),
+     ("Wed, 21 Oct 2015 07:28:0\u00b2 GMT", None), ("Wed, 21 Oct \u0662\u0660\u0661\u0665 07:28:00 GMT", None),
+     ("Mon, 01 Jan 0001 00:00:00 +2359", 1), ("-5", None)],
 )
 def test_parse_retry_after(value, seconds):
     assert parse_retry_after(value) == seconds
+
+
+def test_a_far_future_retry_after_date_is_read_without_error():
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 -2359") > 10**10
+
+
+@pytest.mark.parametrize("header", ["Content-Length", "Retry-After"])
+@pytest.mark.parametrize("value", [b"\xb2", b"1\xb9", b"\xb3\xb3"])
+def test_latin_1_superscript_digits_in_headers_are_not_numbers(header, value):
+    # http.client decodes headers as latin-1, whose superscripts pass str.isdigit().
+    def script(conn):
+        conn.sendall(b"HTTP/1.1 429 Too Many\r\nContent-Type: application/json\r\n" + header.encode()
+                     + b": " + value + b"\r\nConnection: close\r\n\r\n{}")
+
+    server = RawServer(script)
+    try:
+        # GET, no body: RawServer reads only the head, and closing on an unread body
+        # would reset the connection.
+        answer = ProviderHTTP("fake", timeout=5).request("GET", server.url)
+    finally:
+        server.close()
+    assert answer.status == 429 and answer.retry_after is None
+    assert error_for_status(answer, "slow down").retry_after is None
