@@ -73,13 +73,20 @@ class ProviderAuthError(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """Raised on a provider 5xx, an unreadable answer or a refused connection."""
+    """Raised on a provider 5xx, an unreadable answer or a broken connection (an SMS may have gone)."""
 
     reason = "provider_unavailable"
 
 
+class ProviderUnreachable(ProviderUnavailable):
+    """Raised when the provider could not be reached: no byte of the request was sent,
+    so no SMS can have gone."""
+
+    reason = "provider_unreachable"
+
+
 class ProviderTimeout(ProviderError):
-    """Raised when the provider did not answer within PROVIDER_TIMEOUT."""
+    """Raised when the provider took the request but did not answer within PROVIDER_TIMEOUT."""
 
     reason = "provider_timeout"
 

@@ -82,8 +82,9 @@ def configure_logging(level: str) -> None:
         root.removeHandler(handler)
     root.addHandler(json_handler(level))
     root.setLevel(level.upper())
-    # urllib3 logs full URLs (with account ids) at debug; keep it quiet.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # urllib3 puts request paths (with account ids, Kaleyra's SID a credential) in its
+    # warnings and debug lines; it logs nothing at ERROR. See also provider_http.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 class GunicornLogger(glogging.Logger):

@@ -1,18 +1,23 @@
 """Pooled, deadline-bounded HTTP for provider plugins, with the only retry that is safe.
 
 Plugins use `ProviderHTTP` so that every provider gets the same guarantees: one
-connection pool per worker shared by its threads, the whole call (connect, headers and
-body) bounded by ``PROVIDER_TIMEOUT``, answers read up to a size cap, and a POST retried
-only when the connection was never established (so the request provably never left).
+connection pool per worker shared by its threads, the whole call (connect, sending,
+status line, headers and body) inside one ``PROVIDER_TIMEOUT`` deadline, answers read up
+to a size cap, a failure that provably sent nothing told apart from one that may have
+sent an SMS, and a POST retried only when its connection was refused.
 """
 
 from __future__ import annotations
 
 import email.utils
+import heapq
 import ipaddress
 import json
 import logging
 import math
+import os
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -22,6 +27,9 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from sms_service.exceptions import (
@@ -32,9 +40,15 @@ from sms_service.exceptions import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
 
 log = logging.getLogger(__name__)
+# urllib3 writes request paths into its log lines (a retry warning, a header parsing
+# warning, every request at debug), and a provider's path carries its account id, which
+# for Kaleyra is a credential. It logs nothing at ERROR, so nothing of it is lost that
+# our own error mapping does not say better.
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 MAX_ANSWER_BYTES = 1 << 20
 # 4xx statuses that say our request went to the wrong place or in the wrong form (a bad
@@ -172,25 +186,45 @@ class ProviderHTTP:
         self.session.trust_env = False  # never route provider traffic via ambient proxies or .netrc
         self.headers = {**requests.utils.default_headers(), **(headers or {})}
         self.auth = auth
-        # Only connection errors are retried (once): the request never left, so the
-        # provider cannot have sent anything. Reads, statuses and redirects never are.
-        # (False, not 0, re-raises the original error so a read timeout stays a timeout.)
-        retry = Retry(
+        # Only a refused connection is retried (once): the request provably never left.
+        # Reads, statuses and redirects never are. (False, not 0, re-raises the original
+        # error so a read timeout stays a timeout.)
+        retry = _RefusedOnce(
             total=1, connect=1, read=False, status=False, other=False, redirect=False,
             allowed_methods=None, raise_on_status=False, respect_retry_after_header=False,
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
     def request(self, method: str, url: str, **kwargs: Any) -> ProviderAnswer:
-        """Make one call and read its answer within the deadline.
+        """Make one call and read its answer, all within ``timeout`` seconds from now.
 
-        Raises `ProviderTimeout` past the deadline and `ProviderUnavailable` when the
-        provider cannot be reached or its answer cannot be read.
+        Raises `ProviderUnreachable` when no connection could be made (nothing was
+        sent), `ProviderTimeout` past the deadline, and `ProviderUnavailable` when the
+        connection broke after the request left or the answer cannot be read.
         """
-        deadline = time.monotonic() + self.timeout
-        name = self.provider
+        call = _WATCHDOG.begin(self.timeout)
+        try:
+            answer = self._exchange(call, method, url, kwargs)
+        except ProviderError:
+            # A call the watchdog cut fails however its socket happened to break; the
+            # deadline is the reason. Before any connection, nothing left: keep saying so.
+            if _WATCHDOG.settle(call) and call.connected:
+                raise self._late() from None
+            raise
+        finally:
+            _WATCHDOG.settle(call)
+        # An answer finished as the watchdog fired may have been cut short (read to EOF).
+        if call.expired:
+            raise self._late()
+        return answer
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def _exchange(self, call: _Call, method: str, url: str, kwargs: dict[str, Any]) -> ProviderAnswer:
         try:
             # Prepared here and handed to send(): Session.request would merge cookies,
             # hooks and environment settings on every call, a tenth of a worker's CPU,
@@ -199,21 +233,36 @@ class ProviderHTTP:
             response = self.session.send(
                 prepared, timeout=(self.connect_timeout, self.timeout), stream=True, allow_redirects=False,
             )
-        except requests.exceptions.ConnectTimeout:
-            raise ProviderTimeout(f"{name} did not accept a connection in time") from None
-        except requests.exceptions.ReadTimeout:
-            raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
-        except requests.exceptions.ConnectionError:
-            raise ProviderUnavailable(f"could not connect to {name}") from None
-        except requests.exceptions.RequestException as exc:
-            raise ProviderUnavailable(f"{name} call failed ({type(exc).__name__})") from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._failure(exc, call) from None
         try:
-            body = self._read_body(response, deadline)
+            body = self._read_body(response)
         finally:
             response.close()
-        return ProviderAnswer(response.status_code, response.headers, body, provider=name)
+        return ProviderAnswer(response.status_code, response.headers, body, provider=self.provider)
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _failure(self, exc: Exception, call: _Call) -> ProviderError:
+        name = self.provider
+        if isinstance(exc, requests.exceptions.ConnectionError) and not call.connected:
+            # DNS, refusal, connect timeout, TLS handshake: no connection, so not one byte
+            # of the request left and no SMS can have gone.
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                return ProviderUnreachable(f"{name} did not accept a connection in time")
+            return ProviderUnreachable(f"could not connect to {name}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return self._late()
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            if _broken_socket(exc):
+                return ProviderUnavailable(
+                    f"connection to {name} was lost after the request was sent; the SMS may have gone"
+                )
+            return ProviderUnavailable(f"{name} answer could not be read")
+        return ProviderUnavailable(f"{name} call failed ({type(exc).__name__})")
+
+    def _late(self) -> ProviderTimeout:
+        return ProviderTimeout(f"{self.provider} did not answer within {self.timeout:g} s")
+
+    def _read_body(self, response: requests.Response) -> bytes:
         name = self.provider
         declared = response.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > self.max_answer_bytes:
@@ -222,22 +271,14 @@ class ProviderHTTP:
         size = 0
         raw = response.raw
         try:
-            # read1 returns whatever has arrived, so the deadline is checked between
-            # the pieces of a slow answer instead of once per fixed-size chunk.
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s")
-                _set_read_timeout(response, remaining)
-                chunk = raw.read1(CHUNK_BYTES, decode_content=True)
-                if not chunk:
-                    break
+            # read1 returns whatever has arrived; the watchdog bounds the wait for it.
+            while chunk := raw.read1(CHUNK_BYTES, decode_content=True):
                 size += len(chunk)
                 if size > self.max_answer_bytes:
                     raise ProviderUnavailable(f"{name} answer is larger than {self.max_answer_bytes} bytes")
                 chunks.append(chunk)
         except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
-            raise ProviderTimeout(f"{name} did not answer within {self.timeout:g} s") from None
+            raise self._late() from None
         except (OSError, urllib3.exceptions.HTTPError):
             raise ProviderUnavailable(f"{name} answer could not be read") from None
         # Mark the body consumed so closing the response returns the connection to the pool.
@@ -245,22 +286,239 @@ class ProviderHTTP:
         response._content_consumed = True
         return response._content
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self.session.close()
+
+def _broken_socket(exc: BaseException) -> bool:
+    # requests wraps urllib3's ProtocolError, which wraps what http.client raised: an
+    # OSError (reset, closed before the status line) is a lost connection, anything else
+    # (a bad status line, a header too long) an answer we could not read. requests'
+    # own exceptions are OSErrors too, so they only lead the way down.
+    for _ in range(4):
+        if isinstance(exc, OSError) and not isinstance(exc, requests.exceptions.RequestException):
+            return True
+        inner = exc.args[-1] if exc.args else None
+        if not isinstance(inner, BaseException):
+            return False
+        exc = inner
+    return False
 
 
-def _set_read_timeout(response: requests.Response, seconds: float) -> None:
-    # requests applies one read timeout per recv(); shrinking the socket's timeout to
-    # what is left of the deadline keeps a slow, dripping answer inside the bound.
-    connection = getattr(response.raw, "_connection", None) or getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        return
-    current = sock.gettimeout()
-    # settimeout costs system calls; skip it while the socket's own limit is still close.
-    if current is None or current > seconds + 0.05:
+# -- the deadline of a whole call -------------------------------------------------------
+#
+# requests' read timeout applies to each recv(): a provider sending one byte at a time
+# would never trip it. One watchdog thread per process keeps the deadline of every call in
+# flight and, when one passes, shuts down that call's socket, which ends whatever the
+# calling thread is blocked in (sending, waiting for the status line, reading the body).
+# The calls find their connections through the urllib3 pool, which reports each
+# connection it hands out (`_WatchedPool`) and each connect it makes (`_Watched`).
+
+
+class _Call:
+    """One call's deadline and what the watchdog and the error mapping learn of it."""
+
+    __slots__ = ("at", "conn", "connected", "expired", "settled")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.conn: _Watched | None = None
+        self.connected = False  # a connection was made: from then on a byte may have left
+        self.expired = False
+        self.settled = False
+
+    def __lt__(self, other: _Call) -> bool:
+        return self.at < other.at
+
+
+class _Watchdog:
+    """Shuts down the connection of any call still running at its deadline."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._start_afresh()
+        # A forked worker inherits the heap and the lock but not the thread.
+        os.register_at_fork(after_in_child=self._start_afresh)
+
+    def _start_afresh(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[_Call] = []
+        self._thread: threading.Thread | None = None
+        self._local.call = None
+
+    def begin(self, seconds: float) -> _Call:
+        """Start the calling thread's call, due `seconds` from now."""
+        call = _Call(time.monotonic() + seconds)
+        with self._cond:
+            heapq.heappush(self._heap, call)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._cond, self._heap), name="provider-deadlines", daemon=True,
+                )
+                self._thread.start()
+            elif self._heap[0] is call:
+                self._cond.notify()
+        self._local.call = call
+        return call
+
+    def current(self) -> _Call | None:
+        """The calling thread's call in progress, if any."""
+        return getattr(self._local, "call", None)
+
+    def attach(self, conn: _Watched) -> None:
+        """Note that the calling thread's call now uses `conn` (fresh or from the pool)."""
+        call = self.current()
+        if call is None:
+            return
+        with self._cond:
+            # The owner mark keeps a late deadline of an earlier call from cutting a
+            # connection that the pool has since handed to another.
+            call.conn, conn.call = conn, call
+            if not conn.is_closed:
+                call.connected = True
+            if call.expired:
+                _cut(conn)
+
+    def connected(self, conn: _Watched) -> None:
+        """Note that the calling thread's call has just connected `conn`."""
+        call = self.current()
+        if call is None:
+            return
+        with self._cond:
+            call.connected = True
+            if call.expired:  # the deadline passed while connecting, with no socket to cut
+                _cut(conn)
+
+    def settle(self, call: _Call) -> bool:
+        """End `call` (again is harmless); return whether its deadline had passed."""
+        with self._cond:
+            if not call.settled:
+                call.settled = True
+                conn, call.conn = call.conn, None
+                if call.expired and conn is not None and conn.call is call:
+                    conn.close()  # a cut connection never goes back to the pool alive
+        self._local.call = None
+        return call.expired
+
+    @staticmethod
+    def _run(cond: threading.Condition, heap: list[_Call]) -> None:
+        with cond:
+            while True:
+                # Settled calls are left in the heap and dropped here, so that ending a
+                # call costs no heap surgery.
+                while heap and heap[0].settled:
+                    heapq.heappop(heap)
+                if not heap:
+                    cond.wait()
+                    continue
+                left = heap[0].at - time.monotonic()
+                if left > 0:
+                    cond.wait(left)
+                    continue
+                call = heapq.heappop(heap)
+                call.expired = True
+                if call.conn is not None and call.conn.call is call:
+                    _cut(call.conn)
+
+
+def _cut(conn: _Watched) -> None:
+    sock = conn.sock
+    if isinstance(sock, socket.socket):
         try:
-            sock.settimeout(max(seconds, 0.001))
+            # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state
+            # under the thread that is using it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Watched:
+    """urllib3 connection mixin: the connect fits in the call's deadline and is reported."""
+
+    call: _Call | None = None
+    # The attributes of the urllib3 connection this is mixed into.
+    sock: socket.socket | None
+    timeout: Any
+    host: str
+    is_closed: bool
+
+    def _new_conn(self) -> socket.socket:
+        call = _WATCHDOG.current()
+        if call is not None:
+            left = call.at - time.monotonic()
+            if left <= 0:
+                raise ConnectTimeoutError(self, f"no time left to connect to {self.host}")
+            # The socket exists only once connected, so the watchdog cannot cut a connect
+            # short; its own timeout must end with the deadline.
+            if not isinstance(self.timeout, int | float) or self.timeout > left:
+                self.timeout = left
+        return super()._new_conn()  # type: ignore[misc]
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        except TimeoutError as exc:
+            # Only a TLS handshake gets here (urllib3 wraps a TCP connect timeout itself);
+            # urllib3 would call it a read timeout, yet no byte of the request has left.
+            raise ConnectTimeoutError(self, f"TLS handshake with {self.host} timed out") from exc
+        _WATCHDOG.connected(self)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    """A plain connection whose calls keep their deadline."""
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    """A TLS connection whose calls keep their deadline."""
+
+
+class _WatchedPool:
+    """urllib3 pool mixin: tells the watchdog which connection the current call uses."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        _WATCHDOG.attach(conn)
+        return conn
+
+
+class _WatchedHTTPPool(_WatchedPool, HTTPConnectionPool):
+    """The http:// pool."""
+
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(_WatchedPool, HTTPSConnectionPool):
+    """The https:// pool."""
+
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter on the watched pools."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # An instance attribute: the module-level default is shared by every PoolManager.
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _RefusedOnce(Retry):
+    """urllib3 retries that try a connection again only when it was refused, within the deadline.
+
+    A refusal is the one connect failure that proves nothing is left to wait for; a
+    connect timeout retried would double the connect phase.
+    """
+
+    def increment(  # type: ignore[override]
+        self, method: str | None = None, url: str | None = None, response: Any = None,
+        error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None,
+    ) -> Retry:
+        if error is not None and self._is_connection_error(error) and not _refused_in_time(error):
+            raise MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _refused_in_time(error: Exception) -> bool:
+    refused = isinstance(error, NewConnectionError) and isinstance(error.__cause__, ConnectionRefusedError)
+    call = _WATCHDOG.current()
+    return refused and (call is None or call.at > time.monotonic())

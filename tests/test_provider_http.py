@@ -13,6 +13,7 @@ from sms_service.exceptions import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
 from sms_service.provider_http import ProviderAnswer, ProviderHTTP, error_for_status, parse_retry_after
 
@@ -80,7 +81,7 @@ def test_reads_an_answer():
 def test_connection_refused_is_unavailable_and_fast():
     http = ProviderHTTP("fake", timeout=5)
     started = time.monotonic()
-    with pytest.raises(ProviderUnavailable, match="could not connect"):
+    with pytest.raises(ProviderUnreachable, match="could not connect"):
         http.request("POST", f"http://127.0.0.1:{free_port()}/x", data={"a": "b"})
     assert time.monotonic() - started < 3
 

@@ -89,8 +89,9 @@ class KaleyraProvider(Provider):
 
         Raises `MessageRejected` (Kaleyra refused the message, including a 2xx answer
         that carries an error), `ProviderRateLimited` (HTTP 429, with ``retry_after``
-        when given), `ProviderAuthError` (401/403), `ProviderUnavailable` (5xx,
-        unreachable, not JSON, or no message id) or `ProviderTimeout`.
+        when given), `ProviderAuthError` (401/403), `ProviderUnreachable` (no
+        connection: nothing was sent), `ProviderUnavailable` (5xx, connection lost, not
+        JSON, or no message id) or `ProviderTimeout`.
         """
         form = {"to": message.receiver, "sender": message.sender, "body": message.body}
         if self.sms_type:

@@ -87,8 +87,9 @@ class TwilioProvider(Provider):
 
         Raises `MessageRejected` (Twilio refused the message: bad number, opted out...),
         `ProviderRateLimited` (HTTP 429 or code 20429, with ``retry_after`` when given),
-        `ProviderAuthError` (401/403), `ProviderUnavailable` (5xx, unreachable, or an
-        answer without a message id) or `ProviderTimeout`.
+        `ProviderAuthError` (401/403), `ProviderUnreachable` (no connection: nothing was
+        sent), `ProviderUnavailable` (5xx, connection lost, or an answer without a
+        message id) or `ProviderTimeout`.
         """
         answer = self._http.request(
             "POST",

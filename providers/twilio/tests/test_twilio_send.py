@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import requests
 import responses
 from responses import matchers
 from twilio_fakes import (
@@ -14,7 +13,11 @@ from twilio_fakes import (
     KEY_AUTH,
     MESSAGES_URL,
     TOKEN_AUTH,
+    Loopback,
+    break_the_chunks,
     error_body,
+    hang_up,
+    stay_silent,
 )
 
 from sms_service.exceptions import (
@@ -23,6 +26,7 @@ from sms_service.exceptions import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
 from sms_service_twilio.provider import TwilioProvider
 
@@ -249,20 +253,29 @@ def test_reason_is_one_bounded_line(provider, http, message):
 
 
 @pytest.mark.parametrize(
-    ("failure", "error"),
+    ("script", "scheme", "error", "words", "requests_seen"),
     [
-        (requests.exceptions.ConnectionError("connection refused"), ProviderUnavailable),
-        (requests.exceptions.ConnectTimeout("connect timed out"), ProviderTimeout),
-        (requests.exceptions.ReadTimeout("read timed out"), ProviderTimeout),
-        (requests.exceptions.SSLError("bad certificate"), ProviderUnavailable),
-        (requests.exceptions.ChunkedEncodingError("broken"), ProviderUnavailable),
+        (None, "http", ProviderUnreachable, "could not connect to twilio", 0),  # refused
+        (hang_up, "https", ProviderUnreachable, "did not accept a connection in time", 0),  # no TLS
+        (hang_up, "http", ProviderUnavailable, "lost after the request was sent", 1),
+        (stay_silent, "http", ProviderTimeout, "did not answer within 0.5 s", 1),
+        (break_the_chunks, "http", ProviderUnavailable, "answer could not be read", 1),
     ],
 )
-def test_transport_failures(provider, http, message, failure, error):
-    expect_send(http, message, body=failure)
-    with pytest.raises(error) as caught:
-        provider.send(message)
+def test_transport_failures(token_env, message, script, scheme, error, words, requests_seen):
+    # Real sockets: these failures come from urllib3 and the kernel, which a mocked
+    # adapter never runs.
+    with Loopback(script) as server:
+        base = f"{scheme}://127.0.0.1:{server.port}"
+        provider = TwilioProvider({**token_env, "TWILIO_BASE_URL": base}, timeout=0.5)
+        try:
+            with pytest.raises(error) as caught:
+                provider.send(message)
+        finally:
+            provider.close()
     assert type(caught.value) is error
+    assert words in caught.value.message
+    assert server.requests == requests_seen
 
 
 def test_send_is_never_repeated_after_a_failure(provider, message):
