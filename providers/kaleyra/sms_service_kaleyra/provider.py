@@ -38,6 +38,9 @@ DEFAULT_BALANCE_FIELD = "data.balance"
 CURRENCY_KEYS = ("currency", "currency_code", "currency_symbol")
 MAX_REASON_CHARS = 200
 MAX_CODE_CHARS = 50
+# An earlier createdDateTime is a placeholder (0001-01-01...), not when Kaleyra took the
+# message; it would also print as a year of fewer than four digits.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 try:
     _VERSION = metadata.version("sms-service-kaleyra")
@@ -328,17 +331,23 @@ def _message_id(data: dict[str, Any]) -> str | None:
 
 
 def _created(value: object) -> dt.datetime:
-    """Read ``createdDateTime`` (``2022-11-23 15:10:53+00:00``) as aware UTC; now if unreadable."""
-    if isinstance(value, str) and value.strip():
+    """Read ``createdDateTime`` (``2022-11-23 15:10:53+00:00``) as aware UTC; now if unreadable.
+
+    The message has gone by then, so no value may turn the receipt into an error: one
+    that does not read as a UTC time from `EARLIEST` on gives the current time.
+    """
+    if isinstance(value, str) and value.strip() and value.isascii():
         try:
             when = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            when = None
-        if when is not None:
             # Kaleyra documents a +00:00 offset; a bare time is taken as that too.
             if when.tzinfo is None:
                 when = when.replace(tzinfo=dt.UTC)
-            return when.astimezone(dt.UTC)
+            # Moving an edge of the calendar (0001-01-01 00:30+01:00) to UTC overflows.
+            when = when.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            when = None
+        if when is not None and when >= EARLIEST:
+            return when
     return dt.datetime.now(dt.UTC)
 
 
@@ -352,7 +361,7 @@ def _lookup(data: object, keys: tuple[str, ...]) -> tuple[object, dict[str, Any]
     node: object = data
     holder: dict[str, Any] | None = None
     for key in keys:
-        if isinstance(node, list) and key.isdigit():
+        if isinstance(node, list) and key.isascii() and key.isdigit():
             index = int(key)
             node = node[index] if index < len(node) else None
             holder = None

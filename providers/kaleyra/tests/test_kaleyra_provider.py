@@ -228,6 +228,13 @@ def test_send_success(make_provider, http, status):
         ("", None),
         ("yesterday", None),
         (1669216253, None),
+        ("0001-01-01 00:30:00+01:00", None),  # before year 1 in UTC: OverflowError
+        ("9999-12-31 23:30:00-01:00", None),  # after year 9999 in UTC: OverflowError
+        ("0100-01-01 00:00:00+00:00", None),  # a placeholder, not a time
+        ("1969-12-31 23:59:59+00:00", None),
+        ("\u0662\u0660\u0662\u0662-11-23 15:10:53+00:00", None),
+        ("9999-12-31 23:59:59+00:00", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
+        ("1970-01-01 00:00:00+00:00", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)),
     ],
 )
 def test_send_reads_created_date_time(make_provider, http, created, expected):

@@ -32,6 +32,9 @@ DEFAULT_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 RATE_LIMIT_CODE = 20429
 MAX_REASON_CHARS = 200
+# An earlier date_created is a placeholder, not when Twilio took the message; it would
+# also print as a year of fewer than four digits.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _API_KEY_SID = re.compile(r"SK[0-9a-fA-F]{32}")
@@ -242,16 +245,22 @@ def _segments(value: object) -> int | None:
 
 
 def _date_created(value: object) -> dt.datetime:
-    """Read Twilio's RFC 2822 ``date_created`` as aware UTC; now when absent or unreadable."""
-    if isinstance(value, str):
+    """Read Twilio's RFC 2822 ``date_created`` as aware UTC; now when absent or unreadable.
+
+    The message has gone by then, so no value may turn the receipt into an error: one
+    that does not read as a UTC time from `EARLIEST` on gives the current time.
+    """
+    if isinstance(value, str) and value.isascii():
         try:
             when = email.utils.parsedate_to_datetime(value)
             # RFC 2822 "-0000" parses as naive: the time is UTC with no zone claimed.
             if when.tzinfo is None:
                 when = when.replace(tzinfo=dt.UTC)
-            return when.astimezone(dt.UTC)
+            when = when.astimezone(dt.UTC)
         except (TypeError, ValueError, IndexError, OverflowError):
-            pass
+            when = None
+        if when is not None and when >= EARLIEST:
+            return when
     return dt.datetime.now(dt.UTC)
 
 

@@ -125,6 +125,9 @@ def test_status(provider, http, message, status, expected):
         ("Thu, 24 Aug 2023 05:01:45 GMT", dt.datetime(2023, 8, 24, 5, 1, 45, tzinfo=dt.UTC)),
         (None, "now"), ("", "now"), ("yesterday", "now"), ("2023-08-24T05:01:45Z", "now"),
         ("Thu, 31 Feb 2023 05:01:45 +0000", "now"), (1692853305, "now"), ("MISSING", "now"),
+        ("Fri, 31 Dec 9999 23:30:00 -0100", "now"), ("Thu, 24 Aug 0100 05:01:45 +0000", "now"),
+        ("Wed, 31 Dec 1969 23:59:59 +0000", "now"), ("Thu, 24 Aug \u0662\u0660\u0662\u0663 05:01:45 +0000", "now"),
+        ("Thu, 24 Aug 2023 05:01:4\u00b2 +0000", "now"),
     ],
 )
 def test_date_created_becomes_aware_utc(provider, http, message, date_created, expected):
