@@ -436,6 +436,18 @@ def test_balance_path_and_fields_are_configurable(make_provider, http):
     assert provider.balance() == Balance(amount=Decimal("9.99"), currency="INR")
 
 
+@pytest.mark.parametrize(("field", "amount"), [("data.1.balance", Decimal("2")), ("data.\u0661.balance", None)])
+def test_balance_field_indexes_are_ascii_digits(make_provider, http, field, amount):
+    # int() reads Arabic-Indic digits; as a list index they would pick a record silently.
+    expect_balance(http, json_body={"data": [{"balance": "1"}, {"balance": "2"}]})
+    provider = make_provider(KALEYRA_BALANCE_FIELD=field)
+    if amount is None:
+        with pytest.raises(ProviderUnavailable, match="KALEYRA_BALANCE_FIELD"):
+            provider.balance()
+    else:
+        assert provider.balance().amount == amount
+
+
 @pytest.mark.parametrize(
     "body",
     [
