@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     concurrency = os.environ.get("WEB_CONCURRENCY", "").strip()
     if not concurrency:
         os.environ.pop("WEB_CONCURRENCY", None)
-    elif not concurrency.isdigit():
+    elif not (concurrency.isascii() and concurrency.isdigit()):
         configure_logging("info")
         logging.getLogger(__name__).critical(
             f"configuration error: WEB_CONCURRENCY must be a whole number greater than 0, got {concurrency!r}"
@@ -51,13 +51,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a whole number greater than 0, not {text!r}")
     return int(text)
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port between 1 and 65535, not {text!r}")
     return int(text)
 

@@ -71,7 +71,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider=provider,
         rate_limit_max_requests=_positive_int(env, "RATE_LIMIT_MAX_REQUESTS", 100),
         rate_limit_window_ms=_duration(env, "RATE_LIMIT_TIME_WINDOW", "1 minute"),
-        delay_reset_after=_positive_number(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120),
+        delay_reset_after=_seconds_at_most(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120, 30 * 86_400),
         http_port=_port(env, "HTTP_PORT", 3000),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         storage_uri=_storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db"),
@@ -86,6 +86,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() is true of any Unicode digit ("²", "٨"), which int() then misreads or refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _raw(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name)
     return default if value is None or value.strip() == "" else value.strip()
@@ -93,7 +98,7 @@ def _raw(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     text = _raw(env, name, str(default))
-    if not text.isdigit() or int(text) <= 0:
+    if not _ascii_digits(text) or int(text) <= 0:
         raise ConfigError(f"{name} must be a whole number greater than 0, got {text!r}")
     return int(text)
 
@@ -101,7 +106,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
     text = _raw(env, name, str(default))
     try:
-        value = float(text)
+        # float() would also read Arabic-Indic or full-width digits.
+        value = float(text) if text.isascii() else math.nan
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
@@ -109,9 +115,22 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
     return value
 
 
+def _seconds_at_most(env: Mapping[str, str], name: str, default: float, limit: float) -> float:
+    # Storage keeps each receiver's record this long: Redis refuses expiries from about
+    # 1e14 s (every send would answer 503), and a silence longer than a month is a
+    # value meant in other units.
+    value = _positive_number(env, name, default)
+    if value > limit:
+        raise ConfigError(
+            f"{name} must be at most {limit:.0f} seconds ({limit / 86_400:g} days), "
+            f"got {_raw(env, name, str(default))!r}"
+        )
+    return value
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     text = _raw(env, name, str(default))
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _ascii_digits(text) or not 1 <= int(text) <= 65535:
         raise ConfigError(f"{name} must be a TCP port between 1 and 65535, got {text!r}")
     return int(text)
 

@@ -22,6 +22,7 @@ from sms_service.exceptions import (  # noqa: F401  (re-exported for plugins)
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
 from sms_service.phone import mask_number
 

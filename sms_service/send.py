@@ -12,6 +12,7 @@ from sms_service.exceptions import (
     MessageRejected,
     ProviderAuthError,
     ProviderRateLimited,
+    ProviderUnreachable,
     SmsServiceError,
     StorageUnavailable,
 )
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 # Failures after which no SMS can have gone out: the Idempotency-Key is freed for a retry.
 # Any other failure (timeout, 5xx, unreadable answer) may hide a sent SMS, so its answer
 # is kept and replayed instead of risking a second message.
-NOTHING_SENT = (GuardRejection, StorageUnavailable, MessageRejected, ProviderRateLimited, ProviderAuthError)
+NOTHING_SENT = (GuardRejection, StorageUnavailable, MessageRejected, ProviderRateLimited, ProviderAuthError,
+                ProviderUnreachable)
 
 bp = ServiceBlueprint("send", __name__, url_prefix="", description="Send SMS messages")
 

@@ -64,7 +64,7 @@ def test_openapi_document_is_valid_and_complete(client):
     schemas = document["components"]["schemas"]
     request = schemas["SendRequest"]
     assert set(request["required"]) == {"sender", "receiver", "body"}
-    assert request["properties"]["receiver"]["pattern"] == r"^\+[1-9]\d{1,14}$"
+    assert request["properties"]["receiver"]["pattern"] == r"^\+[1-9][0-9]{1,14}$"
     assert request["properties"]["body"]["maxLength"] == 1600
     assert request.get("additionalProperties") is False
     assert set(schemas["Receipt"]["properties"]) == {"dateEvent", "numSegments", "sid", "status"}

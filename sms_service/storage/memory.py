@@ -30,8 +30,8 @@ class MemoryStorage(Storage):
         self._next_sweep = 0.0
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
-        now = _now_ms()
         with self._lock:
+            now = _now_ms()  # under the lock: each operation sees time move forward
             hits = self._windows.setdefault(key, deque())
             while hits and hits[0] <= now - window_ms:
                 hits.popleft()
@@ -42,8 +42,8 @@ class MemoryStorage(Storage):
             return max(1, math.ceil(hits[-limit] + window_ms - now))
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
-        now = _now_ms()
         with self._lock:
+            now = _now_ms()
             self._sweep(now)
             k, last, _ = self._streaks.get(key, (0, -math.inf, 0.0))
             if k and now - last < reset_after_ms:
@@ -71,8 +71,8 @@ class MemoryStorage(Storage):
         return value if expires > now else None
 
     def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
-        now = _now_ms()
         with self._lock:
+            now = _now_ms()
             self._sweep(now)
             existing = self._live(key, now)
             if existing is not None:
@@ -81,16 +81,16 @@ class MemoryStorage(Storage):
             return None
 
     def record_swap(self, key: str, expected: str, value: str, ttl_ms: int) -> bool:
-        now = _now_ms()
         with self._lock:
+            now = _now_ms()
             if self._live(key, now) != expected:
                 return False
             self._records[key] = (now + ttl_ms, value)
             return True
 
     def record_delete(self, key: str, expected: str) -> bool:
-        now = _now_ms()
         with self._lock:
+            now = _now_ms()
             if self._live(key, now) != expected:
                 return False
             del self._records[key]
