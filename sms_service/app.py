@@ -20,9 +20,8 @@ from sms_service.idempotency import Idempotency
 from sms_service.logs import REQUEST_ID_HEADER, request_id_from
 from sms_service.plugin_loader import load_provider
 from sms_service.provider import Provider
+from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.storage import Storage, connect_storage
-
-MAX_REQUEST_BYTES = 16 * 1024
 
 
 @dataclass
@@ -87,7 +86,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config.update(
-        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,  # for every route; /send reads its body itself
         API_TITLE="sms-service",
         API_VERSION=_version(),
         OPENAPI_VERSION="3.0.3",
