@@ -27,6 +27,7 @@ OPEN_PATIENCE_S = 15.0
 # cost stays the same however many hits the window holds.
 WINDOW_BUCKETS = 100
 SWEEP_EVERY_MS = 10_000
+CHECKPOINT_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS window_buckets (
@@ -120,6 +121,8 @@ class SqliteStorage(Storage):
         # them at once, instead of polling SQLite's busy handler in sleeps of milliseconds.
         self._lock = threading.Lock()
         self._next_sweep = 0.0
+        self._checkpointer_pid = 0
+        self._closed = threading.Event()
         self._create()
 
     # -- connections -------------------------------------------------------------------
@@ -155,6 +158,9 @@ class SqliteStorage(Storage):
         # WAL with synchronous=NORMAL never loses the database, and fsyncs only at
         # checkpoints: a power cut may forget the last transactions, a crash does not.
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL back, with an fsync) are the checkpointer thread's
+        # work, not a request's: one in the middle of a send held every other send up.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -164,7 +170,26 @@ class SqliteStorage(Storage):
             conn = self._local.conn = self._connect()
             self._local.pid = os.getpid()
             self._connections.append(conn)
+            self._start_checkpointer()
         return conn
+
+    def _start_checkpointer(self) -> None:
+        with self._lock:
+            if self._checkpointer_pid == os.getpid():
+                return
+            self._checkpointer_pid = os.getpid()  # one per process: threads do not survive a fork
+        threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpointer", daemon=True).start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = self._connect()
+        # PASSIVE never waits for, nor blocks, the writers; another process's
+        # checkpointer may be at work at the same moment, which is fine.
+        while not self._closed.wait(CHECKPOINT_EVERY_S):
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # the next round tries again; requests never depend on it
+        conn.close()
 
     def _execute(self, sql: str, params: dict[str, Any]) -> tuple[list[tuple], int, float]:
         """Run one statement to its end: its rows, the rows it changed, and its `:now`.
@@ -242,6 +267,7 @@ class SqliteStorage(Storage):
             return False
 
     def close(self) -> None:
+        self._closed.set()
         for conn in self._connections:
             try:
                 conn.close()
