@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import ValidationError, fields
@@ -47,6 +48,41 @@ def validate_body(value: str) -> None:
             raise ValidationError("contains an invalid Unicode character (lone surrogate)")
         if ch not in "\n\r" and unicodedata.category(ch) == "Cc":
             raise ValidationError(f"contains a control character (U+{ord(ch):04X})")
+
+
+_SEND_FIELDS = {"sender": validate_sender, "receiver": validate_receiver, "body": validate_body}
+
+
+def load_send_request(data: Any) -> dict[str, str]:
+    """Validate a decoded /send body exactly as `SendRequestSchema().load` would.
+
+    Raises `ValidationError` with the schema's own messages. It skips marshmallow's
+    machinery on the hot path; the schema stays the documentation, and a test holds the
+    two to the same answers for any input.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError({"_schema": ["Invalid input type."]})
+    errors: dict[str, list[str]] = {}
+    for name, validate in _SEND_FIELDS.items():
+        if name not in data:
+            errors[name] = ["Missing data for required field."]
+            continue
+        value = data[name]
+        if value is None:
+            errors[name] = ["Field may not be null."]
+        elif not isinstance(value, str):
+            errors[name] = ["Not a valid string."]
+        else:
+            try:
+                validate(value)
+            except ValidationError as exc:
+                errors[name] = exc.messages
+    for name in data:
+        if name not in _SEND_FIELDS:
+            errors[name] = ["Unknown field."]
+    if errors:
+        raise ValidationError(errors)
+    return {name: data[name] for name in _SEND_FIELDS}
 
 
 class SendRequestSchema(ma.Schema):
