@@ -20,6 +20,7 @@ from support.slow_proxy import SlowProxy
 
 from sms_service.exceptions import StorageUnavailable
 from sms_service.idempotency import Idempotency, Reservation
+from sms_service.status import model
 from sms_service.storage import MemoryStorage, RedisStorage, SqliteStorage, open_storage
 from sms_service.storage import sqlite as sqlite_backend
 from sms_service.storage.sqlite import WINDOW_BUCKETS
@@ -349,3 +350,139 @@ def test_redis_reservation_whose_reply_times_out_does_not_block_the_key(slow_red
     # The request that timed out took its pending record back: a retry may proceed.
     assert isinstance(idempotency.begin("order-7", "", {"a": "1"}), Reservation)
 
+
+
+# -- message records (SPEC section 10) -------------------------------------------------
+
+
+def _sent_record(sid: str = "SM1") -> dict:
+    at = "2026-11-26T08:00:00.000Z"
+    return {"sid": sid, "provider": "twilio", "receiver": "+1***10", "country": "US", "numSegments": "1",
+            "encoding": "GSM-7", "dateEvent": at, "status": "queued", "providerStatus": "queued",
+            "errorCode": None, "updatedAt": at, "owner": "",
+            "history": [model.entry("queued", "queued", None, at)]}
+
+
+def _update(storage, key: str, status: str, word: str | None = None, code: str | None = None, at: int = 1):
+    entry = model.entry(status, word or status, code, f"2026-11-26T08:00:{at:02d}.000Z")
+    return storage.message_update(key, entry, {"sid": key, "provider": "twilio"}, 60_000)
+
+
+def _words(record: dict) -> list[str]:
+    return [h["providerStatus"] for h in record["history"]]
+
+
+def test_message_record_is_stored_and_read_back(storage):
+    assert storage.message_get("m") is None
+    storage.message_create("m", _sent_record(), 60_000)
+    assert storage.message_get("m") == _sent_record()
+
+
+def test_shuffled_statuses_end_final_with_every_one_in_history(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    assert _update(storage, "m", "delivered", at=3)[0] == "queued"
+    before, record = _update(storage, "m", "sent", at=4)
+    assert before == "delivered"
+    assert record["status"] == "delivered" and record["providerStatus"] == "delivered"
+    assert record["updatedAt"] == "2026-11-26T08:00:04.000Z"
+    # A late "queued" repeats the send's own entry: nothing is appended for it.
+    _, record = _update(storage, "m", "queued", at=5)
+    assert record["status"] == "delivered"
+    assert _words(record) == ["queued", "delivered", "sent"]
+    assert storage.message_get("m") == record
+
+
+@pytest.mark.parametrize("final", ["delivered", "undelivered", "failed"])
+def test_final_states_are_sticky(storage, final):
+    storage.message_create("m", _sent_record(), 60_000)
+    _update(storage, "m", final, code="30003" if final != "delivered" else None)
+    for later in ("sent", "queued", "delivered", "failed", "undelivered"):
+        _, record = _update(storage, "m", later, word=f"late-{later}")
+        assert record["status"] == final
+    assert len(record["history"]) == 7
+
+
+def test_a_late_older_status_never_moves_sent_back(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _update(storage, "m", "sent", word="sending")
+    _, record = _update(storage, "m", "sent", word="sent")  # same rank moves on
+    assert (record["status"], record["providerStatus"]) == ("sent", "sent")
+    _, record = _update(storage, "m", "queued", word="accepted")
+    assert (record["status"], record["providerStatus"]) == ("sent", "sent")
+    assert _words(record) == ["queued", "sending", "sent", "accepted"]
+
+
+def test_a_repeated_callback_is_recorded_once(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _update(storage, "m", "undelivered", code="30005", at=2)
+    _, record = _update(storage, "m", "undelivered", code="30005", at=9)
+    assert len(record["history"]) == 2 and record["errorCode"] == "30005"
+    assert record["updatedAt"] == "2026-11-26T08:00:02.000Z"
+
+
+def test_orphan_callbacks_are_kept_and_merged_into_the_send_record(storage):
+    before, orphan = _update(storage, "early", "delivered", at=2)
+    assert before is None and orphan["orphan"] is True and orphan["status"] == "delivered"
+    before, orphan = _update(storage, "early", "sent", at=3)
+    assert before == "delivered" and orphan["orphan"] is True
+    assert storage.message_get("early")["orphan"] is True
+    storage.message_create("early", _sent_record("early"), 60_000)
+    record = storage.message_get("early")
+    assert "orphan" not in record
+    assert record["status"] == "delivered" and record["sid"] == "early" and record["country"] == "US"
+    assert _words(record) == ["queued", "delivered", "sent"]
+    assert record["updatedAt"] == "2026-11-26T08:00:03.000Z"
+
+
+def test_a_second_create_never_replaces_a_record(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _update(storage, "m", "delivered")
+    storage.message_create("m", {**_sent_record(), "receiver": "+1***99"}, 60_000)
+    record = storage.message_get("m")
+    assert record["status"] == "delivered" and record["receiver"] == "+1***10"
+
+
+def test_message_records_expire_and_a_late_callback_becomes_an_orphan(storage):
+    storage.message_create("short", _sent_record("short"), 200)
+    time.sleep(0.3)
+    assert storage.message_get("short") is None
+    before, record = _update(storage, "short", "delivered")
+    assert before is None and record["orphan"] is True
+    storage.message_create("again", _sent_record("again"), 200)
+    _update(storage, "again", "sent")  # an update starts the TTL again, here a minute
+    time.sleep(0.3)
+    assert storage.message_get("again")["status"] == "sent"
+
+
+def test_history_is_bounded_but_the_status_still_moves(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    for i in range(model.MAX_HISTORY + 5):
+        _update(storage, "m", "sent", word=f"hop-{i}")
+    _, record = _update(storage, "m", "failed", word="failed", code="30008")
+    assert len(record["history"]) == model.MAX_HISTORY
+    assert (record["status"], record["errorCode"]) == ("failed", "30008")
+
+
+def test_concurrent_callbacks_lose_nothing(storage):
+    storage.message_create("busy", _sent_record("busy"), 60_000)
+    words = [f"w{i}" for i in range(20)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda w: _update(storage, "busy", "sent", word=w), words))
+    _update(storage, "busy", "delivered")
+    record = storage.message_get("busy")
+    assert sorted(_words(record)[1:-1]) == sorted(words)
+    assert record["status"] == "delivered"
+
+
+def test_concurrent_orphans_and_send_record_merge_whatever_the_order(storage):
+    def callback(word):
+        _update(storage, "race", "sent" if word != "delivered" else "delivered", word=word)
+
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(callback, w) for w in ("sending", "sent", "delivered")]
+        jobs.append(pool.submit(storage.message_create, "race", _sent_record("race"), 60_000))
+        for job in jobs:
+            job.result()
+    record = storage.message_get("race")
+    assert "orphan" not in record and record["status"] == "delivered"
+    assert sorted(_words(record)) == ["delivered", "queued", "sending", "sent"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import sqlite3
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -62,6 +62,31 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def record_delete(self, key: str, expected: str) -> bool:
         """Forget the record under `key` only while it is still `expected`; tell whether it was."""
+
+    # -- message records (SPEC section 10; the rule is sms_service.status.model) ---------
+
+    @abc.abstractmethod
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        """Store the record of an accepted send under `key` for `ttl_ms`.
+
+        An orphan already there (callbacks that came first) is merged in: its history
+        follows the record's own, and the sticky rule decides the status. A live record
+        that is not an orphan is left as it is. On the hot path: keep it one round trip.
+        """
+
+    @abc.abstractmethod
+    def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
+                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+        """Apply one status `entry` to the record under `key` by the sticky rule, atomically.
+
+        With no live record, an orphan is kept instead: the fields of `orphan` and the
+        entry. The record's TTL starts again. Returns the status before (None when there
+        was no record) and the record after.
+        """
+
+    @abc.abstractmethod
+    def message_get(self, key: str) -> dict[str, Any] | None:
+        """The live record (or orphan) under `key`, or None."""
 
     @abc.abstractmethod
     def ping(self) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
 from collections import deque
+from typing import Any
 
+from sms_service.status import model
 from sms_service.storage.base import Storage
 
 
@@ -27,6 +30,7 @@ class MemoryStorage(Storage):
         self._windows: dict[str, deque[float]] = {}
         self._streaks: dict[str, tuple[int, float, float]] = {}
         self._records: dict[str, tuple[float, str]] = {}
+        self._messages: dict[str, tuple[float, dict[str, Any]]] = {}
         self._next_sweep = 0.0
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
@@ -65,6 +69,8 @@ class MemoryStorage(Storage):
             del self._streaks[key]
         for key in [key for key, (expires, _) in self._records.items() if expires <= now]:
             del self._records[key]
+        for key in [key for key, (expires, _) in self._messages.items() if expires <= now]:
+            del self._messages[key]
 
     def _live(self, key: str, now: float) -> str | None:
         expires, value = self._records.get(key, (0.0, None))
@@ -95,6 +101,41 @@ class MemoryStorage(Storage):
                 return False
             del self._records[key]
             return True
+
+    def _live_message(self, key: str, now: float) -> dict[str, Any] | None:
+        expires, record = self._messages.get(key, (0.0, None))
+        return record if expires > now else None
+
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        record = copy.deepcopy(record)
+        with self._lock:
+            now = _now_ms()
+            self._sweep(now)
+            existing = self._live_message(key, now)
+            if existing is not None and not existing.get("orphan"):
+                return
+            if existing is not None:
+                model.merge(record, existing)
+            self._messages[key] = (now + ttl_ms, record)
+
+    def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
+                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+        with self._lock:
+            now = _now_ms()
+            self._sweep(now)
+            record = self._live_message(key, now)
+            if record is None:
+                before, record = None, model.orphan_with(orphan, entry)
+            else:
+                before = record.get("status")
+                model.apply_entry(record, entry)
+            self._messages[key] = (now + ttl_ms, record)
+            return before, copy.deepcopy(record)
+
+    def message_get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._live_message(key, _now_ms())
+            return copy.deepcopy(record) if record is not None else None
 
     def ping(self) -> bool:
         return True

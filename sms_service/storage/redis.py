@@ -6,10 +6,14 @@ so replicas with skewed clocks still agree.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sms_service.status import model
 from sms_service.storage.base import KEY_PREFIX, Storage
 
 # Redis must answer fast or not at all: a dead Redis may never hang a request.
@@ -83,6 +87,78 @@ return 1
 """
 
 
+# The sticky-state rule of sms_service.status.model, in Lua: the same answers, held equal
+# by the storage conformance suite. Values are JSON strings (never numbers, so cjson
+# keeps them exact); a history is never empty, so cjson never turns it into an object.
+_RULE = """
+local RANK = {queued = 0, sent = 1, delivered = 2, undelivered = 2, failed = 2}
+local MAX_HISTORY = """ + str(model.MAX_HISTORY) + """
+local function apply(record, entry)
+  for _, old in ipairs(record.history) do
+    if old.status == entry.status and old.providerStatus == entry.providerStatus
+        and old.errorCode == entry.errorCode then
+      return false
+    end
+  end
+  if #record.history < MAX_HISTORY then
+    table.insert(record.history, entry)
+  end
+  record.updatedAt = entry.at
+  local current = record.status
+  if current == nil or current == cjson.null
+      or (RANK[current] < 2 and RANK[entry.status] >= RANK[current]) then
+    record.status = entry.status
+    record.providerStatus = entry.providerStatus
+    record.errorCode = entry.errorCode
+  end
+  return true
+end
+"""
+
+_MESSAGE_CREATE_SCRIPT = _RULE + """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+local old = cjson.decode(existing)
+if not old.orphan then
+  return 0
+end
+local record = cjson.decode(ARGV[1])
+for _, entry in ipairs(old.history) do
+  apply(record, entry)
+end
+redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[2])
+return 2
+"""
+
+_MESSAGE_UPDATE_SCRIPT = _RULE + """
+local entry = cjson.decode(ARGV[1])
+local existing = redis.call('GET', KEYS[1])
+local record, before
+if existing then
+  record = cjson.decode(existing)
+  before = record.status
+  apply(record, entry)
+else
+  record = cjson.decode(ARGV[2])
+  record.orphan = true
+  record.status = cjson.null
+  record.providerStatus = cjson.null
+  record.errorCode = cjson.null
+  record.history = {}
+  apply(record, entry)
+end
+local encoded = cjson.encode(record)
+redis.call('SET', KEYS[1], encoded, 'PX', ARGV[3])
+if before == nil or before == cjson.null then
+  before = false
+end
+return {before, encoded}
+"""
+
+
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
 
@@ -105,6 +181,8 @@ class RedisStorage(Storage):
         self._reserve = register(_RESERVE_SCRIPT)
         self._swap = register(_SWAP_SCRIPT)
         self._delete = register(_DELETE_SCRIPT)
+        self._message_create = register(_MESSAGE_CREATE_SCRIPT)
+        self._message_update = register(_MESSAGE_UPDATE_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -122,6 +200,21 @@ class RedisStorage(Storage):
     def record_delete(self, key: str, expected: str) -> bool:
         return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
 
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        value = json.dumps(record, separators=(",", ":"))
+        self._message_create(keys=[f"{KEY_PREFIX}:message:{key}"], args=[value, ttl_ms])
+
+    def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
+                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+        before, encoded = self._message_update(
+            keys=[f"{KEY_PREFIX}:message:{key}"],
+            args=[json.dumps(entry), json.dumps(orphan), ttl_ms])
+        return (before.decode() if before else None), _decoded(encoded)
+
+    def message_get(self, key: str) -> dict[str, Any] | None:
+        value = self.client.get(f"{KEY_PREFIX}:message:{key}")
+        return None if value is None else _decoded(value)
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
@@ -130,3 +223,11 @@ class RedisStorage(Storage):
 
     def close(self) -> None:
         self.pool.disconnect()
+
+
+def _decoded(value: bytes) -> dict[str, Any]:
+    record = json.loads(value)
+    # cjson writes an empty Lua table as {}: an orphan's fields it never filled.
+    if not isinstance(record.get("history"), list):
+        record["history"] = []
+    return record

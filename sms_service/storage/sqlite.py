@@ -9,14 +9,16 @@ The clock is the host's wall clock, shared by every process and kept across rest
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from sms_service.status import model
 from sms_service.storage.base import Storage
 
 BUSY_TIMEOUT_S = 3.0
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS streaks (
   key TEXT PRIMARY KEY, k INTEGER NOT NULL, last REAL NOT NULL, expires REAL NOT NULL, token TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
 """
 
@@ -87,6 +91,21 @@ UPDATE records SET value = :value, expires = :now + :ttl
 WHERE key = :key AND value = :expected AND expires > :now
 """
 _DELETE = "DELETE FROM records WHERE key = :key AND value = :expected AND expires > :now"
+
+# The send's record on the hot path: one statement when nothing is there yet (nearly
+# always); a live or expired row under the key takes the transaction below.
+_MESSAGE_INSERT = """
+INSERT INTO messages (key, value, expires) VALUES (:key, :value, :now + :ttl)
+ON CONFLICT (key) DO NOTHING
+"""
+_MESSAGE_READ = "SELECT value FROM messages WHERE key = :key AND expires > :now"
+_MESSAGE_WRITE = """
+INSERT INTO messages (key, value, expires) VALUES (:key, :value, :now + :ttl)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires
+"""
+
+
+T = TypeVar("T")
 
 
 def _now_ms() -> float:
@@ -207,10 +226,19 @@ class SqliteStorage(Storage):
             cursor = conn.execute(sql, params)
             return cursor.fetchall(), cursor.rowcount, now
 
+    def _transaction(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run `work(conn, now)` in one BEGIN IMMEDIATE transaction, under the process lock."""
+        conn = self._conn()
+        result: list[T] = []
+        with self._lock:
+            now = _now_ms()
+            _in_transaction(conn, lambda conn: result.append(work(conn, now)))
+        return result[0]
+
     @staticmethod
     def _sweep(conn: sqlite3.Connection, now: float) -> None:
         def sweep(conn: sqlite3.Connection) -> None:
-            for table in ("window_buckets", "streaks", "records"):
+            for table in ("window_buckets", "streaks", "records", "messages"):
                 conn.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608  (fixed names)
 
         _in_transaction(conn, sweep)
@@ -258,6 +286,44 @@ class SqliteStorage(Storage):
 
     def record_delete(self, key: str, expected: str) -> bool:
         return self._execute(_DELETE, {"key": key, "expected": expected})[1] == 1
+
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        value = json.dumps(record, separators=(",", ":"))
+        if self._execute(_MESSAGE_INSERT, {"key": key, "value": value, "ttl": ttl_ms})[1] == 1:
+            return
+
+        def merge(conn: sqlite3.Connection, now: float) -> None:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is not None:
+                existing = json.loads(row[0])
+                if not existing.get("orphan"):
+                    return
+                merged = json.dumps(model.merge(json.loads(value), existing), separators=(",", ":"))
+            else:  # an expired row: replaced
+                merged = value
+            conn.execute(_MESSAGE_WRITE, {"key": key, "value": merged, "now": now, "ttl": ttl_ms})
+
+        self._transaction(merge)
+
+    def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
+                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+        def update(conn: sqlite3.Connection, now: float) -> tuple[str | None, dict[str, Any]]:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is None:
+                before, record = None, model.orphan_with(orphan, entry)
+            else:
+                record = json.loads(row[0])
+                before = record.get("status")
+                model.apply_entry(record, entry)
+            value = json.dumps(record, separators=(",", ":"))
+            conn.execute(_MESSAGE_WRITE, {"key": key, "value": value, "now": now, "ttl": ttl_ms})
+            return before, record
+
+        return self._transaction(update)
+
+    def message_get(self, key: str) -> dict[str, Any] | None:
+        rows, _, _ = self._execute(_MESSAGE_READ, {"key": key})
+        return json.loads(rows[0][0]) if rows else None
 
     def ping(self) -> bool:
         try:

@@ -1,0 +1,72 @@
+"""The normalised delivery status and the one rule that moves a message record.
+
+``queued`` -> ``sent`` -> ``delivered`` | ``undelivered`` | ``failed``. The three last
+are final and sticky: callbacks arrive out of order, and a late, older status never
+moves a record out of a final state, nor back from ``sent`` to ``queued``; it is still
+appended to ``history``. The Redis backend runs the same rule in Lua
+(`storage/redis.py`); the conformance suite holds the two equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
+FINAL = frozenset({"delivered", "undelivered", "failed"})
+RANK = {"queued": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
+# A record never grows without bound: a provider that repeats itself, or a long life of
+# retries, keeps the first entries and still moves the status.
+MAX_HISTORY = 32
+
+Record = dict[str, Any]
+
+
+def timestamp(when: dt.datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, as in the receipt."""
+    when = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def entry(status: str, provider_status: str, error_code: str | None, at: str) -> Record:
+    """One history entry."""
+    return {"status": status, "providerStatus": provider_status, "errorCode": error_code, "at": at}
+
+
+def _same(a: Record, b: Record) -> bool:
+    return all(a[name] == b[name] for name in ("status", "providerStatus", "errorCode"))
+
+
+def apply_entry(record: Record, new: Record) -> bool:
+    """Append `new` to the record's history and move its status by the sticky rule.
+
+    An entry equal to one already in the history (a provider's retry) changes nothing.
+    Returns whether the record changed.
+    """
+    history = record.setdefault("history", [])
+    if any(_same(old, new) for old in history):
+        return False
+    if len(history) < MAX_HISTORY:
+        history.append(dict(new))
+    record["updatedAt"] = new["at"]
+    current = record.get("status")
+    if current is None or (current not in FINAL and RANK[new["status"]] >= RANK[current]):
+        record["status"] = new["status"]
+        record["providerStatus"] = new["providerStatus"]
+        record["errorCode"] = new["errorCode"]
+    return True
+
+
+def merge(record: Record, orphan: Record) -> Record:
+    """Fold an orphan's history (callbacks that came before the send's record) into `record`."""
+    for old in orphan.get("history") or []:
+        apply_entry(record, old)
+    return record
+
+
+def orphan_with(base: Record, new: Record) -> Record:
+    """A new orphan: what the callback told of its message, and its first entry."""
+    orphan = {**base, "orphan": True, "status": None, "providerStatus": None, "errorCode": None,
+              "updatedAt": new["at"], "history": []}
+    apply_entry(orphan, new)
+    return orphan
