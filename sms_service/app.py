@@ -21,6 +21,8 @@ from sms_service.logs import REQUEST_ID_HEADER, request_id_from
 from sms_service.plugin_loader import load_provider
 from sms_service.provider import Provider
 from sms_service.request_json import MAX_REQUEST_BYTES
+from sms_service.status import routes as status_routes
+from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
 
 
@@ -34,6 +36,7 @@ class Services:
     guards: Guards
     dispatcher: Dispatcher
     idempotency: Idempotency
+    status: StatusService
 
     def authorize(self, header: str | None) -> str | None:
         """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise.
@@ -78,10 +81,13 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     provider = load_provider(settings)
     storage = connect_storage(settings)
     guards = Guards(settings, storage, provider)
+    status = StatusService(settings.provider, provider, storage, settings.message_ttl,
+                           settings.public_base_url, settings.callback_secret)
     services = Services(
-        settings, provider, storage, guards, Dispatcher(settings.provider, provider, guards),
+        settings, provider, storage, guards, Dispatcher(settings.provider, provider, guards, status),
         # Past the balance read and the send, each bounded by PROVIDER_TIMEOUT, plus storage.
         Idempotency(storage, settings.idempotency_ttl, stale_after_s=settings.provider_timeout * 2 + 30),
+        status,
     )
 
     app = Flask(__name__)
@@ -99,6 +105,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     app.extensions["sms_service"] = services
     api = errors.init_app(app)
     api.register_blueprint(send.bp)
+    api.register_blueprint(status_routes.bp)
     app.register_blueprint(ops.bp)
 
     @app.before_request

@@ -40,6 +40,9 @@ class Settings:
     balance_check: bool = False
     idempotency_ttl: float = 86_400
     api_keys: tuple[str, ...] = ()
+    public_base_url: str | None = None
+    callback_secret: str | None = field(default=None, repr=False)
+    message_ttl: float = 604_800
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -81,6 +84,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         balance_check=_bool(env, balance_variable(provider), False),
         idempotency_ttl=_positive_number(env, "IDEMPOTENCY_TTL", 86_400),
         api_keys=_api_keys(env, "API_KEYS"),
+        public_base_url=_public_base_url(env, "PUBLIC_BASE_URL"),
+        callback_secret=_secret(env, "CALLBACK_SECRET"),
+        message_ttl=_seconds_at_most(env, "MESSAGE_TTL", 604_800, 366 * 86_400),
         env=env,
     )
     return settings
@@ -214,3 +220,40 @@ def _api_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if any(len(k) < 16 for k in keys):
         raise ConfigError(f"{name} keys must be at least 16 characters long")
     return keys
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
+    # Providers sign (and Kaleyra's token rides in) the URL built from this value, never
+    # from Host or X-Forwarded-* headers, which a caller can set to anything.
+    text = _raw(env, name, "")
+    if not text:
+        return None
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    loopback = host in _LOOPBACK_NAMES or host.startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ConfigError(f"{name} must be an https:// URL (http:// only on a loopback host), got {text!r}")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    if not host or parts.username or parts.password or "?" in text or "#" in text:
+        raise ConfigError(f"{name} must be scheme://host[:port][/path], no credentials, query or fragment")
+    if len(text) > 2000:  # Twilio takes callback URLs of at most 4,000 characters, query included
+        raise ConfigError(f"{name} must be at most 2000 characters long")
+    if "_" in host or not text.isascii() or any(c.isspace() for c in text):
+        # Twilio refuses callback URLs with an underscore in the host.
+        raise ConfigError(f"{name} must be plain ASCII, with no spaces and no underscore in the host")
+    return text.rstrip("/")
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    text = _raw(env, name, "")
+    if not text:
+        return None
+    if len(text) < 16 or not text.isascii() or not text.isprintable():
+        raise ConfigError(f"{name} must be at least 16 printable ASCII characters")
+    return text

@@ -13,6 +13,7 @@ from sms_service.guards import Guards
 from sms_service.phone import mask_number
 from sms_service.provider import Message, Provider, Receipt
 from sms_service.segments import count_segments
+from sms_service.status.service import StatusService
 
 log = logging.getLogger(__name__)
 
@@ -20,28 +21,35 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     """Sends one validated message through the guards and the provider."""
 
-    def __init__(self, provider_name: str, provider: Provider, guards: Guards) -> None:
+    def __init__(self, provider_name: str, provider: Provider, guards: Guards,
+                 status: StatusService | None = None) -> None:
         self.provider_name = provider_name
         self.provider = provider
         self.guards = guards
+        self.status = status
+        # Given with every message when the plugin takes status callbacks.
+        self.callback_url = getattr(provider, "callback_url", None) if provider.supports_status() else None
         # Label children bound once: looking them up costs a lock and a dict per call.
         self._accepted = metrics.MESSAGES_ACCEPTED.labels(provider_name)
         self._segments = {enc: metrics.SEGMENTS.labels(provider_name, enc) for enc in ("GSM-7", "UCS-2")}
         self._durations: dict[str, Any] = {}
 
-    def send(self, sender: str, receiver: str, body: str) -> tuple[dict[str, str], dict[str, Any]]:
+    def send(self, sender: str, receiver: str, body: str,
+             owner: str = "") -> tuple[dict[str, str], dict[str, Any]]:
         """Send a message; return the receipt as the API's four strings, and log fields.
 
         The log fields (provider, masked receiver, segments, status, duration) go on the
-        request's access-log line. Raises a `GuardRejection`, `StorageUnavailable` or
-        `ProviderError`.
+        request's access-log line. The message's record is stored (for `owner`, the
+        caller's key identity) before this returns. Raises a `GuardRejection`,
+        `StorageUnavailable` or `ProviderError`.
         """
         self.guards.check_destination(receiver)
         self.guards.check_delay(receiver)
         self.guards.check_balance()
         segments = count_segments(body)
         message = Message(sender=sender, receiver=receiver, body=body,
-                          num_segments=segments.count, encoding=segments.encoding)
+                          num_segments=segments.count, encoding=segments.encoding,
+                          status_callback=self.callback_url)
         started = time.perf_counter()
         try:
             receipt = self.provider.send(message)
@@ -53,6 +61,8 @@ class Dispatcher:
             raise
         elapsed = self._observe("accepted", started)
         answer = receipt_fields(receipt, segments.count)
+        if self.status is not None:
+            self.status.record_send(answer, receiver, segments.encoding, owner)
         self._accepted.inc()
         self._segments[segments.encoding].inc(int(answer["numSegments"]))
         fields = {

@@ -91,6 +91,12 @@ class ProviderTimeout(ProviderError):
     reason = "provider_timeout"
 
 
+class CallbackRefused(SmsServiceError):
+    """Raised when a status callback is not authentic: a bad or missing signature or token."""
+
+    reason = "callback_refused"
+
+
 # -- guards ---------------------------------------------------------------------------
 
 

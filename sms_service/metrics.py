@@ -34,6 +34,10 @@ PROVIDER_DURATION = Histogram(
     ["provider", "outcome"],
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DELIVERY_STATUS = Counter(
+    "sms_delivery_status_total", "Messages reaching a delivery status, from provider callbacks",
+    ["provider", "status", "country"],
+)
 
 
 _send_children: dict[tuple[int, str], object] = {}
@@ -47,6 +51,11 @@ def count_send(status: int, outcome: str) -> None:
             (status, outcome), SEND_REQUESTS.labels(f"{status // 100}xx", outcome)
         )
     child.inc()
+
+
+def count_delivery_status(provider: str, status: str, country: str | None) -> None:
+    """Count one record moving to `status`; the country is an ISO code or ``unknown``."""
+    DELIVERY_STATUS.labels(provider, status, country or "unknown").inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -11,6 +11,7 @@ from stevedore.exception import NoMatches
 from sms_service.config import Settings
 from sms_service.exceptions import ConfigError, ProviderLoadError
 from sms_service.provider import ENTRY_POINT_GROUP, Provider
+from sms_service.status.callbacks import callback_url
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,11 @@ def load_provider(settings: Settings) -> Provider:
         raise ConfigError(
             f"{settings.balance_check_variable} is on but provider {name!r} has no balance() method"
         )
+    url = callback_url(settings, cls)
+    # Only a plugin with status support is given the URL: others keep their signature.
+    extra = {"callback_url": url} if url is not None else {}
     try:
-        return cls(settings.env, timeout=settings.provider_timeout)
+        return cls(settings.env, timeout=settings.provider_timeout, **extra)
     except ConfigError:
         raise
     except Exception as exc:

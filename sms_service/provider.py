@@ -4,6 +4,11 @@ A provider is a class registered under the setuptools entry-point group
 ``sms_service.providers``; the entry-point name is the ``SERVICE_PROVIDER`` value.
 The service builds it once per worker with ``cls(env, timeout=...)`` and then calls
 ``send`` from many threads at once, so a provider must be thread-safe.
+
+Delivery status is optional: a provider that overrides `Provider.parse_status_callback`
+is built with ``callback_url=`` as well (when ``PUBLIC_BASE_URL`` is set), finds that
+URL in each `Message`, and turns the callbacks the service receives into
+`StatusUpdate` values, or refuses them with `CallbackRefused`.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, ClassVar
 
 from sms_service.exceptions import (  # noqa: F401  (re-exported for plugins)
+    CallbackRefused,
     ConfigError,
     MessageRejected,
     ProviderAuthError,
@@ -35,6 +42,8 @@ class Message:
 
     `receiver` is canonical E.164 (``+`` and digits); `num_segments` and `encoding`
     (``GSM-7`` or ``UCS-2``) are the service's own count of the body.
+    `status_callback` is the URL at which the provider should report this message's
+    status, or None (status off, or a provider without status support).
     """
 
     sender: str
@@ -42,6 +51,7 @@ class Message:
     body: str
     num_segments: int
     encoding: str
+    status_callback: str | None = None
 
     def __repr__(self) -> str:
         # Keeps bodies and full numbers out of any log line or traceback that prints it.
@@ -73,6 +83,51 @@ class Balance:
     currency: str
 
 
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A status callback as the service received it, free of any web framework.
+
+    `url` is the public URL the provider called (``PUBLIC_BASE_URL``, the route's path
+    and the query string as received; never built from ``Host`` or ``X-Forwarded-*``).
+    `headers` has lower-case names. `form` holds each form field's values in order
+    (empty unless the body is form-encoded); `json` the decoded body when it is JSON.
+    `body` is the raw body, at most 16 KiB.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    form: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    json: Any = None
+
+    def value(self, *names: str) -> str | None:
+        """The first value of the first of `names` present in the form or the JSON object."""
+        for name in names:
+            values = self.form.get(name)
+            if values:
+                return values[0]
+            if isinstance(self.json, dict) and isinstance(self.json.get(name), str | int):
+                return str(self.json[name])
+        return None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One status a provider reported for one message.
+
+    `status` is the normalised word: ``queued``, ``sent``, ``delivered``,
+    ``undelivered`` or ``failed``; `provider_status` the provider's own word;
+    `error_code` the provider's code, if any. `receiver`, when the callback names it,
+    is E.164: the service keeps only its masked form and its country.
+    """
+
+    sid: str
+    status: str
+    provider_status: str
+    error_code: str | None = None
+    receiver: str | None = None
+
+
 class Provider(abc.ABC):
     """Base class of every provider plugin.
 
@@ -81,8 +136,14 @@ class Provider(abc.ABC):
     ``PROVIDER_TIMEOUT`` in seconds: the whole of one provider call must fit in it.
     """
 
-    def __init__(self, env: Mapping[str, str], *, timeout: float) -> None:
+    #: False for a provider that cannot sign its callbacks (Kaleyra): the service then
+    #: puts a secret token derived from CALLBACK_SECRET in the callback URL, and refuses
+    #: callbacks without it before the plugin sees them.
+    callbacks_signed: ClassVar[bool] = True
+
+    def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         self.timeout = timeout
+        self.callback_url = callback_url
 
     @abc.abstractmethod
     def send(self, message: Message) -> Receipt:
@@ -105,6 +166,20 @@ class Provider(abc.ABC):
     def supports_balance(cls) -> bool:
         """Tell whether this provider overrides `balance`."""
         return cls.balance is not Provider.balance
+
+    def parse_status_callback(self, request: CallbackRequest) -> list[StatusUpdate]:
+        """Turn one callback into status updates; optional (delivery status support).
+
+        Raises `CallbackRefused` when the request is not authentic (checked before
+        anything else), and `ValueError` when it is authentic but unreadable. Return an
+        empty list for a callback that carries no message status.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def supports_status(cls) -> bool:
+        """Tell whether this provider overrides `parse_status_callback`."""
+        return cls.parse_status_callback is not Provider.parse_status_callback
 
     def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op)
         """Release pooled connections; called when the worker stops."""

@@ -103,14 +103,14 @@ def send() -> Response:
     services = current_app.extensions["sms_service"]
     header = request.headers.get("Idempotency-Key")
     if header is None:
-        return _sent(*services.dispatcher.send(**payload))
+        return _sent(*services.dispatcher.send(**payload, owner=g.get("caller") or ""))
     key = Idempotency.check_key(header)
     known = services.idempotency.begin(key, g.get("caller") or "", payload)
     if isinstance(known, StoredAnswer):
         g.outcome = "idempotent_replay"
         return _replay(known)
     try:
-        receipt, log_fields = services.dispatcher.send(**payload)
+        receipt, log_fields = services.dispatcher.send(**payload, owner=g.get("caller") or "")
     except NOTHING_SENT:
         _settle(lambda: services.idempotency.release(known))
         raise

@@ -17,13 +17,22 @@ from sms_service.exceptions import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
-from sms_service.provider import Balance, Message, Provider, Receipt
+from sms_service.provider import (
+    Balance,
+    CallbackRefused,
+    CallbackRequest,
+    Message,
+    Provider,
+    Receipt,
+    StatusUpdate,
+)
 from sms_service.provider_http import (
     ProviderAnswer,
     ProviderHTTP,
     base_url_setting,
     error_for_status,
 )
+from sms_service_twilio import signature
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,19 @@ _API_KEY_SID = re.compile(r"SK[0-9a-fA-F]{32}")
 _SECRET = re.compile(r"[!-~]+")
 _DIGITS = re.compile(r"[0-9]+")
 
+# Twilio's MessageStatus words -> the service's normalised status (SPEC section 10).
+STATUS_MAP = {
+    "accepted": "queued", "scheduled": "queued", "queued": "queued",
+    "sending": "sent", "sent": "sent",
+    "delivered": "delivered", "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed", "canceled": "failed",
+    # Not final in the service's terms: some parts arrived, the outcome is not known.
+    "partially_delivered": "sent",
+}
+# Statuses of inbound messages: no status of a message we sent.
+INBOUND_STATUSES = frozenset({"receiving", "received"})
+
 try:
     _VERSION = metadata.version("sms-service-twilio")
 except metadata.PackageNotFoundError:  # running from a checkout that is not installed
@@ -58,13 +80,15 @@ class TwilioProvider(Provider):
     every URL either way. Thread-safe: all state is built once in ``__init__``.
     """
 
-    def __init__(self, env: Mapping[str, str], *, timeout: float) -> None:
+    def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         """Read and check the ``TWILIO_*`` variables and build the pooled client.
 
+        With `callback_url` (status callbacks on), ``TWILIO_AUTH_TOKEN`` is required
+        even beside an API key: only the auth token verifies ``X-Twilio-Signature``.
         Raises `ConfigError` naming the variable that is missing or wrong; the message
         never contains a secret.
         """
-        super().__init__(env, timeout=timeout)
+        super().__init__(env, timeout=timeout, callback_url=callback_url)
         account_sid = _get(env, "TWILIO_ACCOUNT_SID")
         if account_sid is None:
             raise ConfigError("TWILIO_ACCOUNT_SID is required for the twilio provider")
@@ -75,10 +99,12 @@ class TwilioProvider(Provider):
         root = f"{base_url}/{API_VERSION}/Accounts/{account_sid}"
         self.messages_url = f"{root}/Messages.json"
         self.balance_url = f"{root}/Balance.json"
+        auth, token = _credentials(env, account_sid, callbacks=callback_url is not None)
+        self._verify_token = _Secret(token or "")
         self._http = ProviderHTTP(
             NAME,
             timeout=timeout,
-            auth=_credentials(env, account_sid),
+            auth=auth,
             headers={"Accept": "application/json", "User-Agent": f"sms-service-twilio/{_VERSION}"},
         )
 
@@ -94,11 +120,10 @@ class TwilioProvider(Provider):
         sent), `ProviderUnavailable` (5xx, connection lost, or an answer without a
         message id) or `ProviderTimeout`.
         """
-        answer = self._http.request(
-            "POST",
-            self.messages_url,
-            data={"To": message.receiver, "From": message.sender, "Body": message.body},
-        )
+        form = {"To": message.receiver, "From": message.sender, "Body": message.body}
+        if message.status_callback:
+            form["StatusCallback"] = message.status_callback
+        answer = self._http.request("POST", self.messages_url, data=form)
         data = _success_object(answer)
         sid = data.get("sid")
         if not isinstance(sid, str) or not sid.strip():
@@ -127,9 +152,49 @@ class TwilioProvider(Provider):
         # to refuse every send.
         return Balance(amount=amount, currency=currency if isinstance(currency, str) else "")
 
+    def parse_status_callback(self, request: CallbackRequest) -> list[StatusUpdate]:
+        """Verify ``X-Twilio-Signature`` and read the message's status.
+
+        Raises `CallbackRefused` when the signature is missing or wrong (or the callback
+        names another account), and `ValueError` when a signed callback has no message
+        id or status.
+        """
+        given = request.headers.get("x-twilio-signature")
+        token = self._verify_token.value
+        if request.json is not None or "bodysha256=" in request.url.lower():
+            valid = signature.is_valid(token, request.url, {}, given, body=request.body)
+        else:
+            valid = signature.is_valid(token, request.url, request.form, given)
+        if not token or not valid:
+            raise CallbackRefused("X-Twilio-Signature is missing or does not match")
+        account = request.value("AccountSid")
+        if account is not None and account != self.account_sid:
+            raise CallbackRefused("the callback is for another Twilio account")
+        sid = request.value("MessageSid", "SmsSid")
+        word = (request.value("MessageStatus", "SmsStatus") or "").strip().lower()
+        if not sid or not word:
+            raise ValueError("the callback has no MessageSid or MessageStatus")
+        if word in INBOUND_STATUSES:
+            return []
+        code = request.value("ErrorCode")
+        return [StatusUpdate(sid=sid, status=STATUS_MAP.get(word, "sent"), provider_status=word,
+                             error_code=code or None, receiver=request.value("To"))]
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._http.close()
+
+
+class _Secret:
+    """A secret kept out of every repr, log line and traceback."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -138,7 +203,9 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _credentials(env: Mapping[str, str], account_sid: str) -> tuple[str, str]:
+def _credentials(env: Mapping[str, str], account_sid: str,
+                 callbacks: bool) -> tuple[tuple[str, str], str | None]:
+    """The Basic auth pair for the API, and the auth token that verifies callbacks."""
     token = _get(env, "TWILIO_AUTH_TOKEN")
     key_sid = _get(env, "TWILIO_API_KEY_SID")
     key_secret = _get(env, "TWILIO_API_KEY_SECRET")
@@ -149,13 +216,22 @@ def _credentials(env: Mapping[str, str], account_sid: str) -> tuple[str, str]:
                 "(or TWILIO_API_KEY_SID with TWILIO_API_KEY_SECRET)"
             )
         _check_secret("TWILIO_AUTH_TOKEN", token)
-        return account_sid, token
-    # Two credentials set at once would leave the operator guessing which one is used.
-    if token is not None:
+        return (account_sid, token), token
+    if callbacks and token is None:
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN is required when PUBLIC_BASE_URL is set, even with an API key: "
+            "only the auth token verifies X-Twilio-Signature on status callbacks"
+        )
+    # Two credentials set at once would leave the operator guessing which one is used;
+    # with status callbacks on, the key sends and the token only verifies.
+    if token is not None and not callbacks:
         raise ConfigError(
             "TWILIO_AUTH_TOKEN and TWILIO_API_KEY_SID/TWILIO_API_KEY_SECRET are both set; "
-            "set only one kind of credential"
+            "set only one kind of credential (both only with PUBLIC_BASE_URL: the token then "
+            "verifies status callbacks)"
         )
+    if token is not None:
+        _check_secret("TWILIO_AUTH_TOKEN", token)
     if key_sid is None:
         raise ConfigError("TWILIO_API_KEY_SID is required when TWILIO_API_KEY_SECRET is set")
     if key_secret is None:
@@ -163,7 +239,7 @@ def _credentials(env: Mapping[str, str], account_sid: str) -> tuple[str, str]:
     if not _API_KEY_SID.fullmatch(key_sid):
         raise ConfigError("TWILIO_API_KEY_SID must be SK followed by 32 hex characters")
     _check_secret("TWILIO_API_KEY_SECRET", key_secret)
-    return key_sid, key_secret
+    return (key_sid, key_secret), token
 
 
 def _check_secret(name: str, value: str) -> None:

@@ -1,0 +1,99 @@
+"""POST /callbacks/{provider}/status and GET /messages/{sid}."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import parse_qsl
+
+from flask import Response, current_app, jsonify, request
+from flask_smorest import abort
+
+from sms_service.errors import ServiceBlueprint
+from sms_service.exceptions import CallbackRefused
+from sms_service.provider import CallbackRequest
+from sms_service.request_json import read_body
+from sms_service.schemas import ErrorSchema
+from sms_service.status.schemas import MessageSchema
+
+log = logging.getLogger(__name__)
+
+bp = ServiceBlueprint("status", __name__, url_prefix="", description="Delivery status of sent messages")
+
+_CALLBACK_BODY = {
+    "description": "the provider's status report, as the provider sends it (Twilio: form fields, "
+                   "signed with X-Twilio-Signature; Kaleyra and console: JSON, with the URL's token)",
+    "required": True,
+    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}}},
+}
+
+
+@bp.route("/callbacks/<provider>/status", methods=["POST"])
+@bp.doc(requestBody=_CALLBACK_BODY, security=[], responses={
+    "200": {"description": "taken (an unknown or expired message is kept as an orphan); empty body"},
+})
+@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
+@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing stored")
+@bp.alt_response(404, schema=ErrorSchema, description="no status callbacks for this provider")
+@bp.alt_response(413, schema=ErrorSchema, description="body over 16 KiB")
+@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+def status_callback(provider: str) -> Response:
+    """Receive a provider's delivery report for one message."""
+    services = current_app.extensions["sms_service"]
+    status = services.status
+    if provider != services.settings.provider or not status.enabled:
+        abort(404, message=f"no status callbacks for provider {provider[:40]!r}")
+    try:
+        status.check_token(request.args)
+        body = read_body(request)
+        updates = services.provider.parse_status_callback(_callback_request(status.public_url, body))
+    except CallbackRefused as exc:
+        log.warning("status callback refused", extra={"provider": provider, "reason": exc.message})
+        abort(403, message="the callback is not authentic")
+    except ValueError as exc:
+        log.warning("status callback unreadable", extra={"provider": provider, "reason": str(exc)[:200]})
+        abort(400, message="the callback could not be read")
+    for update in updates or ():
+        try:
+            status.apply(update)
+        except ValueError as exc:
+            log.warning("status update dropped", extra={"provider": provider, "reason": str(exc)[:200]})
+    # Twilio expects an empty 200.
+    return Response(b"", status=200, mimetype="text/plain")
+
+
+def _callback_request(public_url: str, body: bytes) -> CallbackRequest:
+    query = request.query_string.decode("latin-1")
+    form: dict[str, tuple[str, ...]] = {}
+    data = None
+    if request.mimetype == "application/x-www-form-urlencoded":
+        pairs: dict[str, list[str]] = {}
+        for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            pairs.setdefault(name, []).append(value)
+        form = {name: tuple(values) for name, values in pairs.items()}
+    elif request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        try:
+            data = json.loads(body) if body.strip() else None
+        except (ValueError, RecursionError):
+            raise ValueError("the JSON body is not valid") from None
+    return CallbackRequest(
+        url=f"{public_url}?{query}" if query else public_url,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=body, form=form, json=data,
+    )
+
+
+@bp.route("/messages/<sid>", methods=["GET"])
+@bp.response(200, MessageSchema, description="the message's record")
+@bp.alt_response(401, schema=ErrorSchema, description="API_KEYS is set and the key is missing or wrong")
+@bp.alt_response(404, schema=ErrorSchema, description="no such message (or expired, or another caller's)")
+@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable")
+def get_message(sid: str) -> Response:
+    """Read the delivery status of a message this caller sent."""
+    services = current_app.extensions["sms_service"]
+    caller = services.authorize(request.headers.get("Authorization"))
+    record = services.status.read(sid, caller)
+    if record is None:
+        abort(404, message="no such message")
+    return jsonify(record)

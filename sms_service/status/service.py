@@ -1,0 +1,148 @@
+"""Message records: stored at each accepted send, moved by provider callbacks, read back.
+
+Knows nothing of Flask: the routes hand it plain values. Records hold the masked
+receiver and its country, never the body or the full number.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import Any
+
+from sms_service import metrics, phone
+from sms_service.exceptions import CallbackRefused, StorageUnavailable
+from sms_service.provider import Provider, StatusUpdate
+from sms_service.status import model
+from sms_service.status.callbacks import TOKEN_PARAMETER, callback_path, callback_token
+from sms_service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+MAX_SID_CHARS = 128
+MAX_WORD_CHARS = 64
+# Fields of a record a caller may read, in the order of the answer.
+PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
+                 "status", "providerStatus", "errorCode", "updatedAt", "history")
+
+
+class StatusService:
+    """The message records of one worker's provider, in the shared storage."""
+
+    def __init__(self, provider_name: str, provider: Provider, storage: Storage, ttl_s: float,
+                 public_base_url: str | None, callback_secret: str | None) -> None:
+        self.provider_name = provider_name
+        self.provider = provider
+        self.storage = storage
+        self.ttl_ms = math.ceil(ttl_s * 1000)
+        # Callbacks are on when the plugin was given a URL (PUBLIC_BASE_URL and support).
+        self.enabled = getattr(provider, "callback_url", None) is not None and provider.supports_status()
+        self.public_url = (public_base_url or "") + callback_path(provider_name)
+        self._token = (
+            None if provider.callbacks_signed or not callback_secret
+            else callback_token(callback_secret, provider_name).encode()
+        )
+
+    # -- the send's record (hot path) ----------------------------------------------------
+
+    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str) -> None:
+        """Store the record of an accepted send before its answer goes out.
+
+        Never raises for the storage: the SMS has gone, and an error now would invite a
+        second one. A record that could not be stored is logged at ERROR.
+        """
+        at = answer["dateEvent"]
+        record = {
+            "sid": answer["sid"], "provider": self.provider_name, "receiver": phone.mask_number(receiver),
+            "country": phone.region_of(receiver), "numSegments": answer["numSegments"], "encoding": encoding,
+            "dateEvent": at, "status": "queued", "providerStatus": answer["status"], "errorCode": None,
+            "updatedAt": at, "owner": owner,
+            "history": [model.entry("queued", answer["status"], None, at)],
+        }
+        try:
+            key = self._key(answer["sid"])
+            self.storage.guarded(lambda: self.storage.message_create(key, record, self.ttl_ms))
+        except StorageUnavailable:
+            log.error("could not store the message record; its status will show only once a callback comes",
+                      extra={"sid": answer["sid"], "provider": self.provider_name})
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def check_token(self, query: dict[str, str]) -> None:
+        """For a provider that cannot sign, check the URL's token in constant time.
+
+        Raises `CallbackRefused` when it is missing or wrong.
+        """
+        if self.provider.callbacks_signed:
+            return
+        given = (query.get(TOKEN_PARAMETER) or "").encode("utf-8", "surrogateescape")
+        if self._token is None or not hmac.compare_digest(given, self._token):
+            raise CallbackRefused("the callback URL's token is missing or wrong")
+
+    def apply(self, update: StatusUpdate, at: str | None = None) -> tuple[str | None, dict[str, Any]]:
+        """Apply one status update to its record (or keep it as an orphan); log and count it.
+
+        Raises `ValueError` for an update a plugin should not have made, and
+        `StorageUnavailable`.
+        """
+        sid, status = _checked(update)
+        provider_status = _word(update.provider_status, "provider_status") or status
+        error_code = _word(update.error_code, "error_code")
+        new = model.entry(status, provider_status, error_code, at or model.timestamp())
+        receiver = update.receiver if update.receiver and phone.is_e164(update.receiver) else None
+        orphan = {"sid": sid, "provider": self.provider_name,
+                  "receiver": phone.mask_number(receiver) if receiver else None,
+                  "country": phone.region_of(receiver) if receiver else None}
+        before, record = self.storage.guarded(
+            lambda: self.storage.message_update(self._key(sid), new, orphan, self.ttl_ms))
+        after = record.get("status")
+        if after != before:
+            metrics.count_delivery_status(self.provider_name, after, record.get("country"))
+        log.info("delivery status", extra={
+            "provider": self.provider_name, "sid": sid,
+            "receiver": record.get("receiver") or orphan["receiver"],
+            "old_status": before, "new_status": after, "provider_status": provider_status,
+            "error_code": error_code, "orphan": bool(record.get("orphan")),
+        })
+        return before, record
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, sid: str, caller: str | None) -> dict[str, Any] | None:
+        """The public fields of a send's record; None when unknown, an orphan, or another caller's.
+
+        `caller` is the identity of the caller's API key, None when API_KEYS is off.
+        Raises `StorageUnavailable`.
+        """
+        if not sid or len(sid) > MAX_SID_CHARS:
+            return None
+        record = self.storage.guarded(lambda: self.storage.message_get(self._key(sid)))
+        if record is None or record.get("orphan"):
+            return None
+        if caller is not None and not hmac.compare_digest(str(record.get("owner") or ""), caller):
+            return None
+        return {name: record.get(name) for name in PUBLIC_FIELDS}
+
+    def _key(self, sid: str) -> str:
+        return f"{self.provider_name}:{sid}"
+
+
+def _checked(update: StatusUpdate) -> tuple[str, str]:
+    if not isinstance(update, StatusUpdate):
+        raise ValueError("a status callback parser returned something other than StatusUpdate values")
+    sid = update.sid
+    if not isinstance(sid, str) or not sid or len(sid) > MAX_SID_CHARS or not sid.isprintable():
+        raise ValueError("a status update has no usable message id")
+    if update.status not in model.STATUSES:
+        raise ValueError(f"a status update has an unknown status {str(update.status)[:20]!r}")
+    return sid, update.status
+
+
+def _word(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    # The provider's own words reach logs and answers: printable, one line, bounded.
+    text = "".join(c for c in text if c.isprintable())[:MAX_WORD_CHARS]
+    return text or None
