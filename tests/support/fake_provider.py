@@ -1,12 +1,19 @@
 """A fake Twilio and Kaleyra on 127.0.0.1, run in a thread of the test process.
 
-Tests set `mode` to choose the answer and read `messages` to count what arrived.
+Tests set `mode` to choose the answer and read `messages` to count what arrived. Like
+the real providers, it reports delivery status over HTTP to the callback URL a message
+asked for (`post_status`): Twilio's reports signed with X-Twilio-Signature, Kaleyra's
+as JSON to the URL (with its token) the service gave. With `callback_first` set, it
+reports a status before it answers the send, as a provider racing its own answer would.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
+import hashlib
+import hmac
 import json
 import re
 import threading
@@ -14,6 +21,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
+
+import requests
 
 TWILIO_SEND = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
 TWILIO_BALANCE = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Balance\.json")
@@ -34,6 +43,9 @@ class FakeProvider:
         self.retry_after = "7"
         self.messages: list[dict] = []
         self.balance_calls = 0
+        self.twilio_token = "tok3n" + "9" * 27  # support.service.TWILIO_TOKEN
+        self.callback_first: str | None = None
+        self.early_answers: list[int] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -59,10 +71,45 @@ class FakeProvider:
             self.balance_status = 200
             self.messages.clear()
             self.balance_calls = 0
+            self.callback_first = None
+            self.early_answers.clear()
 
     def count(self) -> int:
         with self.lock:
             return len(self.messages)
+
+    def post_status(self, sent: dict, status: str, *, forge: bool = False, token: str | None = None,
+                    error_code: str | None = None) -> requests.Response:
+        """Report `status` of the message `sent` (an entry of `messages`) to its callback URL.
+
+        Twilio: the signed form Twilio posts (`forge` spoils the signature, `token` signs
+        with another auth token). Kaleyra: a JSON report to the URL given in `callback`
+        (`token` replaces the URL's token).
+        """
+        if sent["provider"] == "twilio":
+            url = sent["StatusCallback"]
+            fields = {"MessageSid": sent["_sid"], "SmsSid": sent["_sid"], "AccountSid": sent["_account"],
+                      "From": sent["From"], "To": sent["To"], "MessageStatus": status, "SmsStatus": status,
+                      "ApiVersion": "2010-04-01"}
+            if error_code:
+                fields["ErrorCode"] = error_code
+            signature = twilio_signature(token or self.twilio_token, url, fields)
+            if forge:
+                signature = signature[::-1]
+            return requests.post(url, data=fields, headers={"X-Twilio-Signature": signature}, timeout=10)
+        url = json.loads(sent["callback"])["url"]
+        if token is not None:
+            url = url.split("?token=")[0] + f"?token={token}"
+        report = {"id": f"{sent['_sid']}:1", "status": status, "to": sent["to"].lstrip("+")}
+        if error_code:
+            report["trace"] = error_code
+        return requests.post(url, json=report, timeout=10)
+
+
+def twilio_signature(token: str, url: str, fields: dict[str, str]) -> str:
+    """X-Twilio-Signature of a form post, as Twilio computes it."""
+    text = url + "".join(name + fields[name] for name in sorted(fields))
+    return base64.b64encode(hmac.new(token.encode(), text.encode(), hashlib.sha1).digest()).decode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,15 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             fields = {k: v[0] for k, v in parse_qs(raw).items()}
         fields["_auth"] = self.headers.get("Authorization") or self.headers.get("api-key")
-        if TWILIO_SEND.fullmatch(self.path):
+        twilio = TWILIO_SEND.fullmatch(self.path)
+        if twilio:
             kind = "twilio"
+            fields["_account"] = twilio.group(1)
         elif KALEYRA_SEND.fullmatch(self.path):
             kind = "kaleyra"
         else:
             self._json(404, {"message": "no such path"})
             return
+        self.sent = {"provider": kind, **fields}
         with self.fake.lock:
-            self.fake.messages.append({"provider": kind, **fields})
+            self.fake.messages.append(self.sent)
         getattr(self, f"_{self.fake.mode}")(kind)
 
     def do_GET(self) -> None:
@@ -114,13 +164,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _ok(self, kind: str) -> None:
         now = dt.datetime.now(dt.UTC)
         if kind == "twilio":
-            self._json(201, {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "num_segments": "1",
+            sid = self.sent["_sid"] = "SM" + uuid.uuid4().hex
+            self._report_first()
+            self._json(201, {"sid": sid, "status": "queued", "num_segments": "1",
                              "date_created": email.utils.format_datetime(now), "error_code": None,
                              "price": None})
         else:
-            mid = str(uuid.uuid4())
+            mid = self.sent["_sid"] = str(uuid.uuid4())
+            self._report_first()
             self._json(202, {"id": mid, "createdDateTime": now.strftime("%Y-%m-%d %H:%M:%S+00:00"),
                              "totalCount": 1, "data": [{"message_id": f"{mid}:1"}], "error": {}})
+
+    def _report_first(self) -> None:
+        # The provider's callback reaches the service while the send still waits for us.
+        if self.fake.callback_first and ("StatusCallback" in self.sent or "callback" in self.sent):
+            answer = self.fake.post_status(self.sent, self.fake.callback_first)
+            with self.fake.lock:
+                self.fake.early_answers.append(answer.status_code)
 
     def _slow(self, kind: str) -> None:
         time.sleep(self.fake.slow_seconds)
