@@ -257,6 +257,17 @@ def test_processes_racing_for_one_record_reserve_it_once(shared_uri):
     assert results.count(None) == 1
 
 
+def test_processes_updating_one_message_record_lose_no_status(shared_uri):
+    start = time.time() + 2.0
+    results = _in_processes(storage_hammer.hammer_message, [(shared_uri, start, 8, f"p{i}") for i in range(4)])
+    assert [r for proc in results for r in proc] == ["ok"] * 32
+    record = open_storage(shared_uri).message_get("shared")
+    # The first update kept an orphan; every one of the 32 is in its history.
+    assert sorted(h["providerStatus"] for h in record["history"]) == sorted(
+        f"p{i}-{j}" for i in range(4) for j in range(8))
+    assert record["orphan"] is True and record["status"] == "sent"
+
+
 def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/fresh/state.db"
     start = time.time() + 2.0

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS records (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires);
 """
 
 
@@ -93,7 +94,9 @@ WHERE key = :key AND value = :expected AND expires > :now
 _DELETE = "DELETE FROM records WHERE key = :key AND value = :expected AND expires > :now"
 
 # The send's record on the hot path: one statement when nothing is there yet (nearly
-# always); a live or expired row under the key takes the transaction below.
+# always); a live or expired row under the key takes the transaction below. Records
+# live for days, so the table grows large: the index on `expires` keeps the periodic
+# sweep from reading all of it, under the lock, inside some request.
 _MESSAGE_INSERT = """
 INSERT INTO messages (key, value, expires) VALUES (:key, :value, :now + :ttl)
 ON CONFLICT (key) DO NOTHING

@@ -84,3 +84,22 @@ def open_and_hit(uri: str, start_at: float) -> str:
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}: {exc}"
+
+
+def hammer_message(uri: str, start_at: float, threads: int, name: str):
+    """Apply one distinct status entry per thread to the record "shared"; report errors only."""
+    from sms_service.status import model
+
+    storage = open_storage(uri)
+    _wait_until(start_at)
+    words = iter(range(threads))
+    lock = threading.Lock()
+
+    def work():
+        with lock:
+            i = next(words)
+        entry = model.entry("sent", f"{name}-{i}", None, "2026-11-26T08:00:00.000Z")
+        storage.message_update("shared", entry, {"sid": "shared", "provider": "p"}, 60_000)
+        return "ok"
+
+    return _threads(threads, work)
