@@ -17,6 +17,7 @@ from sms_service import metrics, request_json
 from sms_service.exceptions import (
     BalanceExhausted,
     BalanceUnavailable,
+    CallbackRefused,
     ConfigError,
     DestinationRefused,
     GuardRejection,
@@ -57,6 +58,7 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (IdempotencyKeyInvalid, 400),
     (IdempotencyConflict, 409),
     (IdempotencyMismatch, 422),
+    (CallbackRefused, 403),
     (ConfigError, 500),
 )
 
@@ -139,7 +141,9 @@ def handle_service_error(exc: SmsServiceError) -> Response:
     """Answer a service exception with its mapped status and, for 429, Retry-After."""
     status = status_for(exc)
     g.outcome = exc.reason
-    if isinstance(exc, GuardRejection | StorageUnavailable):
+    # Requests refused before a provider call: a storage failure of a callback or of
+    # GET /messages refuses no send.
+    if isinstance(exc, GuardRejection) or (isinstance(exc, StorageUnavailable) and request.path == "/send"):
         metrics.GUARD_REJECTIONS.labels(getattr(exc, "guard", "storage")).inc()
     if isinstance(exc, ProviderAuthError):
         log.error("provider refused our credentials", extra=_provider_fields(exc))

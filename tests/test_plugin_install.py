@@ -94,3 +94,22 @@ def test_third_party_provider_config_error_names_its_variable(pigeon_installed):
     with pytest.raises(RuntimeError):
         service.start(timeout=15)
     assert "PIGEON_OUTBOX is required" in service.log_text()
+
+
+def test_third_party_provider_without_status_support_is_unchanged_with_callbacks_on(pigeon_installed, tmp_path):
+    """PUBLIC_BASE_URL on: the plugin is built as before, sends, and its messages still get a record."""
+    import requests
+
+    outbox = tmp_path / "outbox.jsonl"
+    # No CALLBACK_SECRET either: a plugin without callbacks needs none.
+    service = Service({"SERVICE_PROVIDER": "pigeon", "PIGEON_OUTBOX": str(outbox)})
+    service.env["PUBLIC_BASE_URL"] = service.url
+    with service:
+        response = service.send(message())
+        assert response.status_code == 200, response.text
+        sid = response.json()["sid"]
+        record = requests.get(f"{service.url}/messages/{sid}", timeout=10)
+        callback = requests.post(f"{service.url}/callbacks/pigeon/status", json={"sid": sid}, timeout=10)
+    assert record.status_code == 200
+    assert (record.json()["status"], record.json()["providerStatus"]) == ("queued", "delivered-by-pigeon")
+    assert callback.status_code == 404  # no status support: no callbacks

@@ -346,3 +346,19 @@ def test_openapi_documents_both_routes_with_schemas():
     assert {"401", "404"} <= set(read["responses"])
     schema = spec["components"]["schemas"]["Message"]
     assert "history" in schema["properties"] and "owner" not in schema["properties"]
+
+
+def test_storage_down_callback_is_503_so_the_provider_may_retry_and_no_send_is_counted_refused():
+    app = twilio_app()
+    client = app.test_client()
+    storage = app.extensions["sms_service"].storage
+
+    def broken(*args):
+        raise redis.ConnectionError("down")
+
+    storage.message_update = storage.message_get = broken
+    refused = REGISTRY.get_sample_value("sms_guard_rejections_total", {"guard": "storage"}) or 0.0
+    response = post_callback(client, status_fields("SM" + "b" * 32, "delivered"))
+    assert response.status_code == 503 and response.get_json()["statusCode"] == "503"
+    assert client.get(f"/messages/SM{'b' * 32}").status_code == 503
+    assert (REGISTRY.get_sample_value("sms_guard_rejections_total", {"guard": "storage"}) or 0.0) == refused

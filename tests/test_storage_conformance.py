@@ -290,6 +290,19 @@ def test_sqlite_keeps_its_state_across_a_restart(tmp_path):
     assert second.window_acquire("send", 1, 60_000) > 0
 
 
+def test_sqlite_keeps_message_records_across_a_restart(tmp_path):
+    path = str(tmp_path / "records.db")
+    first = SqliteStorage(path)
+    first.message_create("m", _sent_record(), 60_000)
+    _update(first, "m", "delivered")
+    _update(first, "early", "sent")
+    first.close()
+    second = SqliteStorage(path)
+    assert second.message_get("m")["status"] == "delivered"
+    second.message_create("early", _sent_record("early"), 60_000)
+    assert _words(second.message_get("early")) == ["queued", "sent"]
+
+
 def test_sqlite_file_is_private_and_in_wal_mode(tmp_path):
     path = tmp_path / "private" / "state.db"
     SqliteStorage(str(path)).close()
