@@ -13,10 +13,13 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.http.message import Request
 from gunicorn.workers import gthread
 
+from sms_service import wire
 from sms_service.config import LOG_LEVELS, Settings, load_settings
 from sms_service.exceptions import ConfigError
 from sms_service.logs import GunicornLogger, configure_logging
@@ -37,7 +40,8 @@ log = logging.getLogger(__name__)
 class ThreadWorker(gthread.ThreadWorker):
     """gunicorn's gthread worker, taking at most one connection per thread and keeping them alive.
 
-    `worker_connections` is ignored: the cap is always the thread count.
+    `worker_connections` is ignored: the cap is always the thread count. What gunicorn
+    refuses is answered with the service's error JSON.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -54,6 +58,37 @@ class ThreadWorker(gthread.ThreadWorker):
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
         """Nothing to check: gthread's warning about keep-alive does not apply here."""
+
+    def handle_request(self, req: Request, conn: Any) -> bool:
+        req.body = wire.RequestBody(req.body, req)
+        return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        except wire.WireError:
+            # The body the app did not read turned out malformed while it was drained:
+            # the answer is out already, so only close (gthread would write a second one).
+            return False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Answer what gunicorn refuses with the error JSON and one log line, neither quoting the request."""
+        status, message = wire.refusal(exc)
+        if not isinstance(req, Request):  # InvalidHeader may carry the request it was found in
+            req = getattr(exc, "req", None) if isinstance(getattr(exc, "req", None), Request) else None
+        request_id = wire.request_id_of(req)
+        fields: dict[str, Any] = {"request_id": request_id, "status": status,
+                                  "remote_addr": addr[0] if isinstance(addr, tuple) else None}
+        if req is not None:
+            fields.update(method=req.method, path=(req.path or "")[:200])
+        if status == 500:  # not the client's doing (a 501 is)
+            self.log.error("error handling request", exc_info=exc, extra=fields)
+        else:
+            self.log.warning(f"request refused: {message}", extra=fields)
+        try:
+            util.write_nonblock(client, wire.error_response(status, message, request_id))
+        except Exception:
+            self.log.debug("Failed to send error message.")
 
 
 def available_cpus() -> int:
