@@ -6,11 +6,16 @@ for the bind address) are read here because they configure gunicorn, not the app
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import selectors
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gunicorn import util
@@ -33,8 +38,26 @@ PACKAGED_MARKER = "SMS_SERVICE_PACKAGED_SETTINGS"
 WORKER_CLASS = "sms_service.serving.ThreadWorker"
 DEFAULT_THREADS = 64
 DEFAULT_PORT = 3000
+# As gunicorn's close_graceful: how long and how much a closing connection is drained.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024
 
 log = logging.getLogger(__name__)
+
+
+class Connection(gthread.TConn):
+    """A gthread connection that, closing, lingers in the worker's poller rather than in a blocking wait."""
+
+    def __init__(self, worker: ThreadWorker, sock: socket.socket, client: Any, server: Any) -> None:
+        super().__init__(worker.cfg, sock, client, server)
+        self.worker = worker
+        self.lingered = 0
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self)
+        else:
+            super().close()
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -54,16 +77,29 @@ class ThreadWorker(gthread.ThreadWorker):
         # gthread keeps `worker_connections - threads` connections alive, 0 here. An idle
         # kept-alive connection waits in the poller, not in a thread, so keep them all.
         self.max_keepalived = self.worker_connections
+        # Closing connections still draining, oldest first, with when to stop waiting.
+        self.lingering: dict[Connection, float] = {}
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
         """Nothing to check: gthread's warning about keep-alive does not apply here."""
 
-    def handle_request(self, req: Request, conn: Any) -> bool:
+    def accept(self, listener: socket.socket) -> None:
+        """Take a new connection, as gthread does, as a `Connection`."""
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.enqueue_req(Connection(self, sock, client, listener.getsockname()))
+
+    def handle_request(self, req: Request, conn: Connection) -> bool:
         req.body = wire.RequestBody(req.body, req)
         return super().handle_request(req, conn)
 
-    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+    def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:
         try:
             return super()._keepalive_after(conn, keepalive)
         except wire.WireError:
@@ -89,6 +125,56 @@ class ThreadWorker(gthread.ThreadWorker):
             util.write_nonblock(client, wire.error_response(status, message, request_id))
         except Exception:
             self.log.debug("Failed to send error message.")
+
+    def linger(self, conn: Connection) -> None:
+        """Close `conn` as gunicorn's close_graceful does, from the poller instead of a blocking wait.
+
+        After the FIN, what the client still sends is read, so that unread bytes do not
+        turn the close into a reset that can destroy the answer in flight. close_graceful
+        waits for that in the main loop, up to 2 s per client that keeps its end open: a
+        few dozen such clients stall the worker until gunicorn kills it.
+        """
+        sock = conn.sock
+        if len(self.lingering) >= self.worker_connections:
+            util.close(sock)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._drain_lingering, conn))
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
+            return
+        self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+
+    def _drain_lingering(self, conn: Connection, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(LINGER_MAX_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.lingered += len(data)
+        if not data or conn.lingered >= LINGER_MAX_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: Connection) -> None:
+        del self.lingering[conn]
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        util.close(conn.sock)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        """Close kept-alive connections idle past keepalive and lingering ones past their time, or all."""
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        while self.lingering:
+            conn, until = next(iter(self.lingering.items()))
+            if until > now and not force:
+                break
+            self._end_linger(conn)
 
 
 def available_cpus() -> int:
