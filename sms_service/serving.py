@@ -1,16 +1,19 @@
 """Serving: the packaged gunicorn settings, and gunicorn run in-process by `sms-service serve`.
 
 The serving variables (WEB_CONCURRENCY, GUNICORN_THREADS, HTTP_BIND_HOST, and HTTP_PORT
-for the bind address) are read here because they configure gunicorn, not the app.
+for the bind address, HTTP_HEADER_TIMEOUT and HTTP_BODY_TIMEOUT for the worker's read
+deadlines) are read here because they configure gunicorn, not the app.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import selectors
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -22,6 +25,7 @@ from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.http.message import Request
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
 from sms_service import wire
@@ -38,6 +42,17 @@ PACKAGED_MARKER = "SMS_SERVICE_PACKAGED_SETTINGS"
 WORKER_CLASS = "sms_service.serving.ThreadWorker"
 DEFAULT_THREADS = 64
 DEFAULT_PORT = 3000
+# A request line and headers fit in one packet or a few; a body is at most 16 KiB (at
+# 20 s, 0.8 KiB/s). A client slower than that holds a thread, and with it a connection
+# slot, that other callers are waiting for.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 20.0
+MAX_READ_TIMEOUT = 3600.0
+# How late past its deadline a silent client may be noticed, at most.
+READ_TICK = 1.0
+# How long a thread waits for a new connection's first byte before the poller takes it
+# over (gthread: 5 s). Clients send their request as soon as they connect.
+FIRST_BYTE_WAIT = 1.0
 # As gunicorn's close_graceful: how long and how much a closing connection is drained.
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -46,12 +61,41 @@ log = logging.getLogger(__name__)
 
 
 class Connection(gthread.TConn):
-    """A gthread connection that, closing, lingers in the worker's poller rather than in a blocking wait."""
+    """A gthread connection whose request heads and bodies must arrive before their deadlines.
+
+    Closing, it lingers in the worker's poller rather than in a blocking wait.
+    """
 
     def __init__(self, worker: ThreadWorker, sock: socket.socket, client: Any, server: Any) -> None:
         super().__init__(worker.cfg, sock, client, server)
         self.worker = worker
+        self.read_deadline = wire.ReadDeadline()
+        # Idle time counts: a connection that sends nothing holds its slot until then at most.
+        self.first_head_due = time.monotonic() + worker.header_timeout
         self.lingered = 0
+        # Without TLS, a blocked read wakes every tick to check the deadline (see
+        # wire.DeadlineUnreader); under TLS the tick would fail the read instead.
+        self.deadlines = not worker.cfg.is_ssl
+        if self.deadlines:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, worker.read_tick)
+
+    def wait_for_data(self, timeout: float) -> bool:
+        # gthread waits 5 s in a thread; a client that means to send has sent by FIRST_BYTE_WAIT.
+        # The poller waits on, until the head is due (see ThreadWorker.finish_request).
+        left = self.first_head_due - time.monotonic()
+        return super().wait_for_data(max(0.0, min(timeout, FIRST_BYTE_WAIT, left)))
+
+    def init(self) -> None:
+        """Set up the connection once, and the deadline of the head about to be read (called per request)."""
+        first = not self.initialized
+        super().init()
+        if first:
+            if self.deadlines and not self.is_http2 and type(self.parser.unreader) is SocketUnreader:
+                self.parser.unreader = wire.DeadlineUnreader(self.sock, self.read_deadline)
+            due = self.first_head_due
+        else:  # kept alive: from the first byte of the next request
+            due = time.monotonic() + self.worker.header_timeout
+        self.read_deadline.set(due, self.worker.header_late)
 
     def close(self, graceful: bool = False) -> None:
         if graceful:
@@ -63,8 +107,9 @@ class Connection(gthread.TConn):
 class ThreadWorker(gthread.ThreadWorker):
     """gunicorn's gthread worker, taking at most one connection per thread and keeping them alive.
 
-    `worker_connections` is ignored: the cap is always the thread count. What gunicorn
-    refuses is answered with the service's error JSON.
+    `worker_connections` is ignored: the cap is always the thread count. A request's head
+    and body must arrive within HTTP_HEADER_TIMEOUT and HTTP_BODY_TIMEOUT (408 otherwise),
+    and what gunicorn refuses is answered with the service's error JSON.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -77,6 +122,12 @@ class ThreadWorker(gthread.ThreadWorker):
         # gthread keeps `worker_connections - threads` connections alive, 0 here. An idle
         # kept-alive connection waits in the poller, not in a thread, so keep them all.
         self.max_keepalived = self.worker_connections
+        # Checked by settings() before gunicorn starts.
+        self.header_timeout, self.body_timeout = read_timeouts(os.environ)
+        self.header_late = f"the request headers did not arrive within {self.header_timeout:g} s"
+        self.body_late = f"the request body did not arrive within {self.body_timeout:g} s"
+        tick = max(0.01, min(READ_TICK, self.header_timeout, self.body_timeout))  # 0 would be no timeout
+        self.read_tick = struct.pack("ll", int(tick), int(tick % 1 * 1_000_000))
         # Closing connections still draining, oldest first, with when to stop waiting.
         self.lingering: dict[Connection, float] = {}
 
@@ -95,9 +146,20 @@ class ThreadWorker(gthread.ThreadWorker):
         self.nr_conns += 1
         self.enqueue_req(Connection(self, sock, client, listener.getsockname()))
 
+    def finish_request(self, conn: Connection, fs: Any) -> None:
+        super().finish_request(conn, fs)
+        if self.pending_conns and self.pending_conns[-1] is conn:  # it has sent nothing yet
+            # It waits in the poller until its head is due at most, not keepalive seconds more.
+            conn.timeout = min(conn.timeout, conn.first_head_due)
+
     def handle_request(self, req: Request, conn: Connection) -> bool:
         req.body = wire.RequestBody(req.body, req)
-        return super().handle_request(req, conn)
+        conn.read_deadline.set(time.monotonic() + self.body_timeout, self.body_late)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            # What the app left unread is drained by gthread, within its own bounds.
+            conn.read_deadline.clear()
 
     def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:
         try:
@@ -167,8 +229,17 @@ class ThreadWorker(gthread.ThreadWorker):
         util.close(conn.sock)
 
     def murder_keepalived(self, force: bool = False) -> None:
-        """Close kept-alive connections idle past keepalive and lingering ones past their time, or all."""
+        """Close kept-alive connections idle past keepalive and lingering ones past their time, or all.
+
+        At the cap, also close the connections that have sent nothing (for FIRST_BYTE_WAIT
+        at least): they leave their slots to those waiting in the kernel's queue, so idle
+        connections cannot keep a worker from accepting until their heads are due.
+        """
         super().murder_keepalived(force)
+        if self.pending_conns and self.nr_conns >= self.worker_connections:
+            for conn in self.pending_conns:
+                conn.timeout = 0
+            self.murder_pending()
         now = time.monotonic()
         while self.lingering:
             conn, until = next(iter(self.lingering.items()))
@@ -196,9 +267,12 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The service's gunicorn settings from `env` (the process environment by default).
 
     Raises `ConfigError` naming WEB_CONCURRENCY or GUNICORN_THREADS when it is not a
-    whole number greater than 0. Other variables are checked by `on_starting`.
+    whole number greater than 0, or HTTP_HEADER_TIMEOUT or HTTP_BODY_TIMEOUT when it is
+    not a number of seconds (the workers read them). Other variables are checked by
+    `on_starting`.
     """
     env = os.environ if env is None else env
+    read_timeouts(env)
     loglevel = env.get("LOG_LEVEL", "info").strip().lower()
     return {
         "bind": [bind_address(env.get("HTTP_BIND_HOST", "0.0.0.0"), _lenient_port(env))],  # noqa: S104
@@ -386,6 +460,12 @@ def serve(
     sys.exit(0)
 
 
+def read_timeouts(env: Mapping[str, str]) -> tuple[float, float]:
+    """HTTP_HEADER_TIMEOUT and HTTP_BODY_TIMEOUT in seconds; raises `ConfigError` naming a wrong one."""
+    return (_read_timeout(env, "HTTP_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT),
+            _read_timeout(env, "HTTP_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT))
+
+
 def _refuse(message: str) -> NoReturn:
     configure_logging("info")
     log.critical(f"configuration error: {message}")
@@ -416,6 +496,20 @@ def _lenient_port(env: Mapping[str, str]) -> int:
     # A wrong HTTP_PORT is named by on_starting (load_settings), before anything binds.
     text = env.get("HTTP_PORT", "").strip()
     return int(text) if text.isdigit() and 0 < int(text) < 65536 else DEFAULT_PORT
+
+
+def _read_timeout(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_READ_TIMEOUT:
+        raise ConfigError(f"{name} must be a number of seconds greater than 0 and at most "
+                          f"{MAX_READ_TIMEOUT:g}, got {text!r}")
+    return value
 
 
 def _lenient_seconds(env: Mapping[str, str], name: str, default: float) -> float:

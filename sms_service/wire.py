@@ -1,8 +1,9 @@
-"""The HTTP/1 layer under the app: the error JSON for what gunicorn refuses, body errors as HTTP errors."""
+"""The HTTP/1 layer under the app: read deadlines, and the error JSON for requests gunicorn refuses."""
 
 from __future__ import annotations
 
 import json
+import time
 from http import HTTPStatus
 from ssl import SSLError
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from gunicorn.http import errors as http_errors
 from gunicorn.http.body import Body
 from gunicorn.http.message import Request
+from gunicorn.http.unreader import SocketUnreader
 from werkzeug.exceptions import HTTPException
 
 from sms_service.logs import REQUEST_ID_HEADER, request_id_from
@@ -103,8 +105,48 @@ def _error_body(status: int, message: str | None) -> dict[str, str]:
     return error_body(status, message)
 
 
+class ReadDeadline:
+    """When the part of a request being read is due (monotonic seconds), and what to say if it is late."""
+
+    __slots__ = ("at", "message")
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.message = ""
+
+    def set(self, at: float, message: str) -> None:
+        self.at, self.message = at, message
+
+    def clear(self) -> None:
+        self.at = None
+
+
+class DeadlineUnreader(SocketUnreader):
+    """gunicorn's socket reader, which gives up with a 408 once the deadline has passed.
+
+    The socket must have a kernel receive timeout (SO_RCVTIMEO): it wakes a blocked read
+    every tick to look at the clock. A read that finds data waiting costs what
+    gunicorn's does, one recv() and no more system calls, and a client sending a byte
+    per tick still runs out of time.
+    """
+
+    def __init__(self, sock: Any, deadline: ReadDeadline) -> None:
+        super().__init__(sock)
+        self.deadline = deadline
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        while True:
+            at = self.deadline.at
+            if at is not None and time.monotonic() >= at:
+                raise WireError(408, self.deadline.message)
+            try:
+                return super().chunk(size_hint)
+            except BlockingIOError:  # a tick: nothing arrived in the meantime
+                continue
+
+
 class RequestBody(Body):
-    """gunicorn's request body, whose framing errors and breaks reach the app as HTTP errors.
+    """gunicorn's request body, whose framing errors, timeouts and breaks reach the app as HTTP errors.
 
     Unhandled, they would be the app's 500 (a client's fault logged as ours), with the
     connection kept alive although where the next request starts is unknown.
@@ -117,6 +159,9 @@ class RequestBody(Body):
     def _read_reader(self, size: int) -> bytes:
         try:
             return super()._read_reader(size)
+        except WireError:
+            self.request.force_close()
+            raise
         except http_errors.NoMoreData:
             self.request.force_close()
             raise WireError(400, "the request body ended before its announced length") from None
