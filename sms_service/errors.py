@@ -32,6 +32,7 @@ from sms_service.exceptions import (
     ProviderUnavailable,
     ProviderUnreachable,
     RateLimitExceeded,
+    ReceiverSuppressed,
     ReceiverTooSoon,
     SmsServiceError,
     StorageUnavailable,
@@ -45,6 +46,7 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (RateLimitExceeded, 429),
     (ReceiverTooSoon, 429),
     (DestinationRefused, 403),
+    (ReceiverSuppressed, 403),
     (BalanceExhausted, 503),
     (BalanceUnavailable, 503),
     (StorageUnavailable, 503),
@@ -64,7 +66,7 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
 
 # Outcome words of /send answers that are not service exceptions.
 _HTTP_REASONS = {400: "validation", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                 413: "too_large", 415: "unsupported_media_type", 500: "internal"}
+                 408: "request_timeout", 413: "too_large", 415: "unsupported_media_type", 500: "internal"}
 
 _MESSAGES = {
     401: "a valid API key is required: send Authorization: Bearer <key>",

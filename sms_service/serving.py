@@ -476,7 +476,7 @@ def _count(env: Mapping[str, str], name: str) -> int | None:
     text = env.get(name, "").strip()
     if not text:
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name} must be a whole number greater than 0, got {text!r}")
     return int(text)
 
@@ -495,7 +495,7 @@ def _default_workers(env: Mapping[str, str]) -> int:
 def _lenient_port(env: Mapping[str, str]) -> int:
     # A wrong HTTP_PORT is named by on_starting (load_settings), before anything binds.
     text = env.get("HTTP_PORT", "").strip()
-    return int(text) if text.isdigit() and 0 < int(text) < 65536 else DEFAULT_PORT
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else DEFAULT_PORT
 
 
 def _read_timeout(env: Mapping[str, str], name: str, default: float) -> float:
