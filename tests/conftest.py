@@ -84,6 +84,24 @@ def redis_uri(redis_server):
     return redis_server.uri
 
 
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def storage_uri(request, tmp_path):
+    """Each storage in turn: memory, a real SQLite file, a real redis-server."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state/sms.db"
+    return request.getfixturevalue("redis_uri")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_storage_uri(request, tmp_path):
+    """Each storage that several processes share: a real SQLite file, a real redis-server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shared.db"
+    return request.getfixturevalue("redis_uri")
+
+
 @pytest.fixture(scope="session")
 def fake_provider_server():
     fake = FakeProvider().start()

@@ -22,15 +22,6 @@ from sms_service.plugin_loader import load_provider
 from sms_service.storage import MemoryStorage, open_storage
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def storage_uri(request, tmp_path):
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/guards.db"
-    return request.getfixturevalue("redis_uri")
-
-
 def make_guards(uri="memory://", **env):
     settings = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": uri, **env})
     return Guards(settings, open_storage(uri), load_provider(settings))

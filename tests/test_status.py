@@ -38,15 +38,6 @@ def sign(url: str, fields: dict[str, str], token: str = TWILIO_TOKEN) -> str:
     return base64.b64encode(hmac.new(token.encode(), text.encode(), hashlib.sha1).digest()).decode()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def storage_uri(request, tmp_path):
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/status.db"
-    return request.getfixturevalue("redis_uri")
-
-
 def twilio_app(storage_uri="memory://", **extra):
     return create_app({"SERVICE_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": TWILIO_SID,
                        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "STORAGE_URI": storage_uri,
