@@ -3,10 +3,12 @@
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from support.drip_provider import DripProvider
 from support.payloads import message
 from support.ports import free_port
 from support.service import TWILIO_SID, TWILIO_TOKEN
+from test_transport_faults import JSON_BODY, faults
 
 from sms_service.app import create_app
 
@@ -46,3 +48,33 @@ def test_a_call_that_may_have_sent_keeps_its_answer(behaviour, status, words):
     assert words in first.get_json()["message"]
     assert second.get_json() == first.get_json()
     assert second.headers["Idempotent-Replayed"] == "true"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fault=faults)
+def test_per_idempotency_key_at_most_one_post_and_the_stored_answer_agrees(fault):
+    """Any transport fault, then two retries with the same key: at most one POST reaches the
+    provider, and the answers replayed are exactly the first one whenever the POST may have
+    arrived; only a call that provably sent nothing leaves the key free."""
+    name, options = fault
+    payload = message()
+    key = {"Idempotency-Key": f"prop-{time.monotonic_ns()}"}
+    if name == "refuse":
+        client = _client(f"http://127.0.0.1:{free_port()}")
+        answers = [client.post("/send", json=payload, headers=key) for _ in range(3)]
+        assert answers[0].status_code == 502
+        assert all("Idempotent-Replayed" not in a.headers for a in answers)  # the key was freed
+        return
+    with DripProvider(name, **options) as server:
+        client = _client(server.url())
+        answers = [client.post("/send", json=payload, headers=key) for _ in range(3)]
+        time.sleep(0.05)  # let the server's thread finish counting what it read
+        posts = server.received.count(b"POST ")
+    assert posts <= 1 and server.requests <= 1
+    first, replays = answers[0], answers[1:]
+    if server.received:  # something reached the provider: the SMS may have gone
+        for replay in replays:
+            assert replay.headers.get("Idempotent-Replayed") == "true"
+            assert (replay.status_code, replay.get_json()) == (first.status_code, first.get_json())
+    if first.status_code == 200:
+        assert name == "answer" and options["body"] == JSON_BODY
