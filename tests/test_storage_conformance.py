@@ -510,3 +510,67 @@ def test_concurrent_orphans_and_send_record_merge_whatever_the_order(storage):
     record = storage.message_get("race")
     assert "orphan" not in record and record["status"] == "delivered"
     assert sorted(_words(record)) == ["delivered", "queued", "sending", "sent"]
+
+
+# -- suppression list (SPEC section 12) ------------------------------------------------
+
+
+def test_suppression_add_get_remove(storage):
+    before = int(time.time() * 1000)
+    assert storage.suppression_get("+15558675310") is None
+    assert storage.suppression_add("+15558675310", "inbound") is True
+    source, since = storage.suppression_get("+15558675310")
+    assert source == "inbound"
+    assert before - 1000 <= since <= int(time.time() * 1000) + 1000
+    # Another number is another entry; the list is not hashed and exports as stored.
+    assert storage.suppression_get("+15558675311") is None
+    assert storage.suppression_remove("+15558675310") is True
+    assert storage.suppression_get("+15558675310") is None
+    assert storage.suppression_remove("+15558675310") is False
+
+
+def test_suppression_keeps_the_first_source_and_time(storage):
+    assert storage.suppression_add("+447700900123", "provider") is True
+    first = storage.suppression_get("+447700900123")
+    time.sleep(0.01)
+    assert storage.suppression_add("+447700900123", "admin") is False
+    assert storage.suppression_get("+447700900123") == first == ("provider", first[1])
+
+
+def test_suppression_list_exports_every_entry_sorted(storage):
+    for number, source in [("+447700900123", "admin"), ("+15558675310", "inbound"), ("+919876543210", "provider")]:
+        storage.suppression_add(number, source)
+    storage.suppression_remove("+919876543210")
+    entries = storage.suppression_all()
+    assert [(number, source) for number, source, _ in entries] == [
+        ("+15558675310", "inbound"), ("+447700900123", "admin")]
+    assert all(isinstance(since, int) and since > 0 for *_, since in entries)
+
+
+def test_suppression_entries_do_not_expire_with_the_sweep(storage):
+    storage.suppression_add("+15558675310", "inbound")
+    storage.record_reserve("short", "v", 1)
+    time.sleep(0.02)
+    storage.record_reserve("other", "v", 1)  # runs the periodic sweep where there is one
+    assert storage.suppression_get("+15558675310")[0] == "inbound"
+
+
+def test_one_of_many_concurrent_adds_wins(storage):
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: storage.suppression_add("+15558675310", f"s{i}"), range(32)))
+    assert results.count(True) == 1
+    assert storage.suppression_get("+15558675310")[0] == f"s{results.index(True)}"
+
+
+def test_suppression_list_is_shared_and_survives_reopening(shared_uri):
+    first = open_storage(shared_uri)
+    second = open_storage(shared_uri)
+    assert first.suppression_add("+15558675310", "inbound") is True
+    assert second.suppression_get("+15558675310")[0] == "inbound"
+    first.close()
+    third = open_storage(shared_uri)
+    assert third.suppression_get("+15558675310")[0] == "inbound"
+    assert third.suppression_remove("+15558675310") is True
+    assert second.suppression_get("+15558675310") is None
+    second.close()
+    third.close()

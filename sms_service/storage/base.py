@@ -88,6 +88,31 @@ class Storage(abc.ABC):
     def message_get(self, key: str) -> dict[str, Any] | None:
         """The live record (or orphan) under `key`, or None."""
 
+    # -- suppression list (SPEC section 12): kept forever, never hashed -----------------
+
+    @abc.abstractmethod
+    def suppression_add(self, number: str, source: str) -> bool:
+        """Put `number` (canonical E.164) on the suppression list, from `source`, now.
+
+        Returns whether it was added: a number already there keeps its first source and
+        time (the audit trail says when the person first opted out).
+        """
+
+    @abc.abstractmethod
+    def suppression_remove(self, number: str) -> bool:
+        """Take `number` off the suppression list; tell whether it was on it."""
+
+    @abc.abstractmethod
+    def suppression_get(self, number: str) -> tuple[str, int] | None:
+        """The `(source, since)` of `number` on the list (since: Unix milliseconds), or None.
+
+        On the /send hot path: one cheap read (a key look-up, one round trip).
+        """
+
+    @abc.abstractmethod
+    def suppression_all(self) -> list[tuple[str, str, int]]:
+        """Every entry as `(number, source, since)`, sorted by number (export and audit)."""
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """Tell whether the storage answers."""

@@ -31,6 +31,7 @@ class MemoryStorage(Storage):
         self._streaks: dict[str, tuple[int, float, float]] = {}
         self._records: dict[str, tuple[float, str]] = {}
         self._messages: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._suppressed: dict[str, tuple[str, int]] = {}
         self._next_sweep = 0.0
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
@@ -136,6 +137,25 @@ class MemoryStorage(Storage):
         with self._lock:
             record = self._live_message(key, _now_ms())
             return copy.deepcopy(record) if record is not None else None
+
+    def suppression_add(self, number: str, source: str) -> bool:
+        with self._lock:
+            if number in self._suppressed:
+                return False
+            self._suppressed[number] = (source, int(time.time() * 1000))
+            return True
+
+    def suppression_remove(self, number: str) -> bool:
+        with self._lock:
+            return self._suppressed.pop(number, None) is not None
+
+    def suppression_get(self, number: str) -> tuple[str, int] | None:
+        # A dict read is atomic under the GIL: the hot path takes no lock.
+        return self._suppressed.get(number)
+
+    def suppression_all(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return sorted((number, source, since) for number, (source, since) in self._suppressed.items())
 
     def ping(self) -> bool:
         return True

@@ -16,6 +16,8 @@ from redis.retry import Retry
 from sms_service.status import model
 from sms_service.storage.base import KEY_PREFIX, Storage
 
+SUPPRESSIONS_KEY = f"{KEY_PREFIX}:suppressions"
+
 # Redis must answer fast or not at all: a dead Redis may never hang a request.
 REDIS_CONNECT_TIMEOUT = 0.5
 REDIS_SOCKET_TIMEOUT = 0.5
@@ -158,6 +160,11 @@ end
 return {before, encoded}
 """
 
+# A first opt-out stays as it was; the time is the Redis clock's, like every other.
+_SUPPRESS_ADD_SCRIPT = _NOW + """
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%d', now))
+"""
+
 
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
@@ -183,6 +190,7 @@ class RedisStorage(Storage):
         self._delete = register(_DELETE_SCRIPT)
         self._message_create = register(_MESSAGE_CREATE_SCRIPT)
         self._message_update = register(_MESSAGE_UPDATE_SCRIPT)
+        self._suppress_add = register(_SUPPRESS_ADD_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -215,6 +223,23 @@ class RedisStorage(Storage):
         value = self.client.get(f"{KEY_PREFIX}:message:{key}")
         return None if value is None else _decoded(value)
 
+    # The list is one hash, number -> "source since": without a TTL, read by one HGET on
+    # the hot path, exported by HSCAN.
+
+    def suppression_add(self, number: str, source: str) -> bool:
+        return bool(self._suppress_add(keys=[SUPPRESSIONS_KEY], args=[number, source]))
+
+    def suppression_remove(self, number: str) -> bool:
+        return bool(self.client.hdel(SUPPRESSIONS_KEY, number))
+
+    def suppression_get(self, number: str) -> tuple[str, int] | None:
+        value = self.client.hget(SUPPRESSIONS_KEY, number)
+        return None if value is None else _suppression(value)
+
+    def suppression_all(self) -> list[tuple[str, str, int]]:
+        return sorted((number.decode(), *_suppression(value))
+                      for number, value in self.client.hscan_iter(SUPPRESSIONS_KEY, count=1000))
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
@@ -231,3 +256,8 @@ def _decoded(value: bytes) -> dict[str, Any]:
     if not isinstance(record.get("history"), list):
         record["history"] = []
     return record
+
+
+def _suppression(value: bytes) -> tuple[str, int]:
+    source, _, since = value.decode().partition(" ")
+    return source, int(since)

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS messages (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires);
+CREATE TABLE IF NOT EXISTS suppressions (
+  number TEXT PRIMARY KEY, source TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -107,6 +109,14 @@ INSERT INTO messages (key, value, expires) VALUES (:key, :value, :now + :ttl)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires
 """
 
+# The suppression list never expires (the sweep leaves it alone): a first opt-out stays.
+_SUPPRESS_ADD = """
+INSERT INTO suppressions (number, source, since) VALUES (:number, :source, CAST(:now AS INTEGER))
+ON CONFLICT (number) DO NOTHING
+"""
+_SUPPRESS_REMOVE = "DELETE FROM suppressions WHERE number = :number"
+_SUPPRESS_GET = "SELECT source, since FROM suppressions WHERE number = :number"
+_SUPPRESS_ALL = "SELECT number, source, since FROM suppressions ORDER BY number"
 
 T = TypeVar("T")
 
@@ -327,6 +337,20 @@ class SqliteStorage(Storage):
     def message_get(self, key: str) -> dict[str, Any] | None:
         rows, _, _ = self._execute(_MESSAGE_READ, {"key": key})
         return json.loads(rows[0][0]) if rows else None
+
+    def suppression_add(self, number: str, source: str) -> bool:
+        return self._execute(_SUPPRESS_ADD, {"number": number, "source": source})[1] == 1
+
+    def suppression_remove(self, number: str) -> bool:
+        return self._execute(_SUPPRESS_REMOVE, {"number": number})[1] == 1
+
+    def suppression_get(self, number: str) -> tuple[str, int] | None:
+        rows, _, _ = self._execute(_SUPPRESS_GET, {"number": number})
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def suppression_all(self) -> list[tuple[str, str, int]]:
+        rows, _, _ = self._execute(_SUPPRESS_ALL, {})
+        return [(number, source, int(since)) for number, source, since in rows]
 
     def ping(self) -> bool:
         try:
