@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.status import routes as status_routes
 from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
+from sms_service.suppression import routes as suppression_routes
+from sms_service.suppression.service import SuppressionList
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +42,11 @@ class Services:
     dispatcher: Dispatcher
     idempotency: Idempotency
     status: StatusService
+    suppression: SuppressionList | None = None
+
+    def __post_init__(self) -> None:
+        if self.suppression is None:
+            self.suppression = self.guards.suppression
 
     def authorize(self, header: str | None) -> str | None:
         """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise.
@@ -106,6 +116,12 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     api = errors.init_app(app)
     api.register_blueprint(send.bp)
     api.register_blueprint(status_routes.bp)
+    api.spec.components.security_scheme(
+        "adminKey", {"type": "http", "scheme": "bearer", "description": "one of ADMIN_API_KEYS"})
+    api.register_blueprint(suppression_routes.bp)
+    if not settings.shared_storage:
+        log.warning("the suppression list lives in process memory (STORAGE_URI memory://): opt-outs are "
+                    "lost at every restart; use sqlite:// or a persistent redis:// in production")
     app.register_blueprint(ops.bp)
 
     @app.before_request

@@ -43,6 +43,7 @@ class Settings:
     public_base_url: str | None = None
     callback_secret: str | None = field(default=None, repr=False)
     message_ttl: float = 604_800
+    admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -87,6 +88,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=_public_base_url(env, "PUBLIC_BASE_URL"),
         callback_secret=_secret(env, "CALLBACK_SECRET"),
         message_ttl=_seconds_at_most(env, "MESSAGE_TTL", 604_800, 366 * 86_400),
+        admin_api_keys=_admin_api_keys(env, "ADMIN_API_KEYS", "API_KEYS"),
         env=env,
     )
     return settings
@@ -213,6 +215,14 @@ def _number_types(env: Mapping[str, str], name: str, default: str) -> frozenset[
             f"{name} has unknown number types {', '.join(bad)}; known: {', '.join(sorted(NUMBER_TYPES))}"
         )
     return types
+
+
+def _admin_api_keys(env: Mapping[str, str], name: str, senders: str) -> tuple[str, ...]:
+    keys = _api_keys(env, name)
+    if set(keys) & set(_api_keys(env, senders)):
+        # A sending key must never also unblock an opted-out number.
+        raise ConfigError(f"{name} must not repeat a key of {senders}: admin keys are separate")
+    return keys
 
 
 def _api_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:

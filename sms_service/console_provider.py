@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import requests
 
 from sms_service.phone import mask_number
-from sms_service.provider import CallbackRequest, Message, Provider, Receipt, StatusUpdate
+from sms_service.provider import CallbackRequest, InboundMessage, Message, Provider, Receipt, StatusUpdate
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ STATUSES = ("sent", "delivered")
 class ConsoleProvider(Provider):
     """Pretends to send: for local runs and demos only."""
 
+    PLUGIN_API = (1, 0)
     # It cannot sign: its reports carry the URL's token, like Kaleyra's.
     callbacks_signed = False
 
@@ -59,6 +60,16 @@ class ConsoleProvider(Provider):
         if not isinstance(data.get("sid"), str) or data.get("status") not in STATUSES:
             raise ValueError("a console report is {sid, status}")
         return [StatusUpdate(sid=data["sid"], status=data["status"], provider_status=data["status"])]
+
+    def parse_inbound(self, request: CallbackRequest) -> list[InboundMessage]:
+        """Take a reply for local trials: JSON ``{"from": "+1...", "body": "STOP"}``, or form fields.
+
+        The URL's token was checked already. Raises `ValueError` without a sender.
+        """
+        sender = request.value("from", "From")
+        if not sender:
+            raise ValueError("a console inbound message is {from, body}")
+        return [InboundMessage(sender=sender.strip(), body=request.value("body", "Body") or "")]
 
 
 def _report(url: str, sid: str) -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from sms_service import metrics
-from sms_service.exceptions import ProviderError
+from sms_service.exceptions import ProviderError, ReceiverUnsubscribed
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
 from sms_service.provider import Message, Provider, Receipt
@@ -44,6 +44,7 @@ class Dispatcher:
         `StorageUnavailable` or `ProviderError`.
         """
         self.guards.check_destination(receiver)
+        self.guards.check_suppression(receiver)
         self.guards.check_delay(receiver)
         self.guards.check_balance()
         segments = count_segments(body)
@@ -55,6 +56,9 @@ class Dispatcher:
             receipt = self.provider.send(message)
         except ProviderError as exc:
             self._observe(exc.reason, started)
+            if isinstance(exc, ReceiverUnsubscribed):
+                # The provider knows of an opt-out we missed: no other provider may send either.
+                self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
             raise
         except Exception:
             self._observe("plugin_error", started)

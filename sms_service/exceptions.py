@@ -60,6 +60,15 @@ class MessageRejected(ProviderError):
     reason = "provider_rejected"
 
 
+class ReceiverUnsubscribed(MessageRejected):
+    """Raised when the provider refuses the message because the receiver opted out (Twilio 21610).
+
+    The service then puts the receiver on its own suppression list (source ``provider``).
+    """
+
+    reason = "provider_opted_out"
+
+
 class ProviderRateLimited(ProviderError):
     """Raised when the provider says too many requests; nothing was sent."""
 
@@ -125,6 +134,13 @@ class ReceiverTooSoon(GuardRejection):
 
     reason = "exponential_delay"
     guard = "exponential_delay"
+
+
+class ReceiverSuppressed(GuardRejection):
+    """Raised when the receiver is on the suppression list (it opted out)."""
+
+    reason = "opted_out"
+    guard = "suppression"
 
 
 class BalanceExhausted(GuardRejection):

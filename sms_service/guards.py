@@ -1,4 +1,4 @@
-"""Anti-pumping guards: global rate limit, destination policy, per-receiver delay, balance.
+"""Anti-pumping guards: global rate limit, destination policy, opt-outs, per-receiver delay, balance.
 
 They run before any provider call, in the order of SPEC section 6, and know nothing of
 Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refuse.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from sms_service import phone
+from sms_service import metrics, phone
 from sms_service.config import Settings
 from sms_service.durations import format_duration
 from sms_service.exceptions import (
@@ -18,10 +18,12 @@ from sms_service.exceptions import (
     DestinationRefused,
     ProviderError,
     RateLimitExceeded,
+    ReceiverSuppressed,
     ReceiverTooSoon,
 )
 from sms_service.provider import Provider
 from sms_service.storage import Storage
+from sms_service.suppression.service import SuppressionList
 
 RATE_LIMIT_KEY = "send"
 
@@ -35,6 +37,7 @@ class Guards:
         self.provider = provider
         self._window_ms = math.ceil(settings.rate_limit_window_ms)
         self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
+        self.suppression = SuppressionList(storage)
 
     def check_rate_limit(self) -> None:
         """Count one /send request against the deployment-wide limit.
@@ -68,6 +71,15 @@ class Guards:
         number_type = phone.type_of(receiver) if blocked else None
         if number_type in blocked:
             raise DestinationRefused(f"receiver: {number_type.lower().replace('_', '-')} numbers are blocked")
+
+    def check_suppression(self, receiver: str) -> None:
+        """Refuse a receiver on the suppression list (it opted out): one key read.
+
+        Raises `ReceiverSuppressed`, or `StorageUnavailable` (fail closed).
+        """
+        if self.suppression.is_suppressed(receiver):
+            metrics.SUPPRESSED_SENDS.inc()
+            raise ReceiverSuppressed("receiver: this number has opted out")
 
     def check_delay(self, receiver: str) -> None:
         """Apply the exponential delay of one receiver, recording the message when it may go.

@@ -39,6 +39,16 @@ DELIVERY_STATUS = Counter(
     ["provider", "status", "country"],
 )
 
+SUPPRESSIONS_ADDED = Counter(
+    "sms_suppressions_added_total", "Numbers put on the suppression list, by source", ["source"],
+)
+SUPPRESSIONS_REMOVED = Counter(
+    "sms_suppressions_removed_total", "Numbers taken off the suppression list, by source", ["source"],
+)
+SUPPRESSED_SENDS = Counter(
+    "sms_suppressed_sends_total", "Sends refused because the receiver opted out",
+)
+
 
 _send_children: dict[tuple[int, str], object] = {}
 

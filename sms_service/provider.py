@@ -9,6 +9,12 @@ Delivery status is optional: a provider that overrides `Provider.parse_status_ca
 is built with ``callback_url=`` as well (when ``PUBLIC_BASE_URL`` is set), finds that
 URL in each `Message`, and turns the callbacks the service receives into
 `StatusUpdate` values, or refuses them with `CallbackRefused`.
+
+Inbound messages are optional too: a provider that overrides `Provider.parse_inbound`
+turns the replies people send to the service's number into `InboundMessage` values,
+from which the service learns opt-outs (STOP) and opt-ins (START). A provider that
+learns an opt-out while sending raises `ReceiverUnsubscribed`; one that reports it on a
+delivery report sets ``StatusUpdate.opted_out``.
 """
 
 from __future__ import annotations
@@ -30,10 +36,17 @@ from sms_service.exceptions import (  # noqa: F401  (re-exported for plugins)
     ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
+    ReceiverUnsubscribed,
 )
 from sms_service.phone import mask_number
 
 ENTRY_POINT_GROUP = "sms_service.providers"
+
+#: The version of this plugin API, (major, minor): a minor adds, a major breaks (see
+#: docs/plugins.md, "Stability"). A plugin states the version it was built for in
+#: `Provider.PLUGIN_API`; the service refuses to load one with another major or a
+#: newer minor.
+PLUGIN_API = (1, 0)
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,27 @@ class StatusUpdate:
     provider_status: str
     error_code: str | None = None
     receiver: str | None = None
+    #: True when the report says the receiver opted out (Kaleyra's ``OPT-OUT`` trace):
+    #: the service then puts `receiver` on its suppression list.
+    opted_out: bool = False
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One SMS a person sent to the service's number, as the provider reported it.
+
+    `sender` is that person's number in E.164; `body` the text. `opt_out_type` is the
+    provider's own reading of it when it has one (Twilio's ``OptOutType``: ``STOP``,
+    ``START`` or ``HELP``), else None: the service then reads the keywords itself.
+    """
+
+    sender: str
+    body: str
+    opt_out_type: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"InboundMessage(sender={mask_number(self.sender)!r}, body=<{len(self.body)} chars>, "
+                f"opt_out_type={self.opt_out_type!r})")
 
 
 class Provider(abc.ABC):
@@ -136,10 +170,18 @@ class Provider(abc.ABC):
     ``PROVIDER_TIMEOUT`` in seconds: the whole of one provider call must fit in it.
     """
 
+    #: The plugin API version the plugin was built for, (major, minor); None (not
+    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 0)``.
+    PLUGIN_API: ClassVar[tuple[int, int] | None] = None
+
     #: False for a provider that cannot sign its callbacks (Kaleyra): the service then
     #: puts a secret token derived from CALLBACK_SECRET in the callback URL, and refuses
     #: callbacks without it before the plugin sees them.
     callbacks_signed: ClassVar[bool] = True
+
+    #: The answer to an inbound post, as (content type, body): Twilio reads TwiML, and an
+    #: empty ``<Response/>`` sends no reply.
+    inbound_answer: ClassVar[tuple[str, bytes]] = ("text/plain", b"")
 
     def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         self.timeout = timeout
@@ -180,6 +222,21 @@ class Provider(abc.ABC):
     def supports_status(cls) -> bool:
         """Tell whether this provider overrides `parse_status_callback`."""
         return cls.parse_status_callback is not Provider.parse_status_callback
+
+    def parse_inbound(self, request: CallbackRequest) -> list[InboundMessage]:
+        """Turn one inbound post into the messages people sent; optional (opt-out support).
+
+        Posted to ``{PUBLIC_BASE_URL}/callbacks/<name>/inbound``; a provider that cannot
+        sign gets the same URL token as its status callbacks, checked before this is
+        called. Raises `CallbackRefused` when the request is not authentic (checked
+        before anything else), and `ValueError` when it is authentic but unreadable.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def supports_inbound(cls) -> bool:
+        """Tell whether this provider overrides `parse_inbound`."""
+        return cls.parse_inbound is not Provider.parse_inbound
 
     def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op)
         """Release pooled connections; called when the worker stops."""

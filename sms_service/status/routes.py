@@ -47,7 +47,7 @@ def status_callback(provider: str) -> Response:
     try:
         status.check_token(request.args)
         body = read_body(request)
-        updates = services.provider.parse_status_callback(_callback_request(status.public_url, body))
+        updates = services.provider.parse_status_callback(callback_request(status.public_url, body))
     except CallbackRefused as exc:
         log.warning("status callback refused", extra={"provider": provider, "reason": exc.message})
         abort(403, message="the callback is not authentic")
@@ -59,11 +59,14 @@ def status_callback(provider: str) -> Response:
             status.apply(update)
         except ValueError as exc:
             log.warning("status update dropped", extra={"provider": provider, "reason": str(exc)[:200]})
+            continue
+        if update.opted_out is True:  # Kaleyra's OPT-OUT trace: the receiver opted out (SPEC section 12)
+            services.suppression.learn(update.receiver, update.error_code or update.provider_status)
     # Twilio expects an empty 200.
     return Response(b"", status=200, mimetype="text/plain")
 
 
-def _callback_request(public_url: str, body: bytes) -> CallbackRequest:
+def callback_request(public_url: str, body: bytes) -> CallbackRequest:
     query = request.query_string.decode("latin-1")
     form: dict[str, tuple[str, ...]] = {}
     data = None

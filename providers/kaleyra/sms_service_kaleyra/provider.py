@@ -76,6 +76,8 @@ class KaleyraProvider(Provider):
     Thread-safe: all state is built once in ``__init__``.
     """
 
+    PLUGIN_API = (1, 0)
+
     # Kaleyra does not sign its reports: the service gives it a callback URL carrying a
     # secret token, and checks that token before this plugin sees a report.
     callbacks_signed = False
@@ -462,5 +464,12 @@ def _report(report: dict[str, Any]) -> StatusUpdate | None:
     number = _first(report, NUMBER_FIELDS)
     if number is not None and not number.startswith("+"):
         number = "+" + number  # Kaleyra writes numbers without the plus
+    code = _first(report, CODE_FIELDS)
     return StatusUpdate(sid=_PART_SUFFIX.sub("", sid), status=normalise(word), provider_status=word,
-                        error_code=_first(report, CODE_FIELDS), receiver=number)
+                        error_code=code, receiver=number,
+                        opted_out=any(_is_opt_out(value) for value in (code, word)))
+
+
+def _is_opt_out(word: str | None) -> bool:
+    """Tell whether a report's trace (or status) is Kaleyra's ``OPT-OUT``: the receiver opted out."""
+    return word is not None and re.sub(r"[\s_-]", "", word.upper()) == "OPTOUT"

@@ -70,8 +70,24 @@ def test_id_and_status_under_any_known_name(provider, id_field, status_field):
 def test_a_recipient_part_id_names_the_message(provider):
     updates = provider.parse_status_callback(report({"message_id": f"{MESSAGE_ID}:1", "status": "DELIVRD",
                                                      "to": "917499623342", "trace": "OPT-OUT"}))
+    # The OPT-OUT trace also tells the service to suppress the receiver (SPEC section 12).
     assert updates == [StatusUpdate(sid=MESSAGE_ID, status="delivered", provider_status="DELIVRD",
-                                    error_code="OPT-OUT", receiver="+917499623342")]
+                                    error_code="OPT-OUT", receiver="+917499623342", opted_out=True)]
+
+
+@pytest.mark.parametrize(("fields", "opted_out"), [
+    ({"status": "NOT-SENT", "trace": "OPT-OUT"}, True),
+    ({"status": "Failed", "error_code": "opt-out"}, True),
+    ({"status": "UNDELIV", "trace_code": "OPT_OUT"}, True),
+    ({"status": "OPT-OUT"}, True),
+    ({"status": "UNDELIV", "trace": "CON-DND"}, False),
+    ({"status": "UNDELIV", "trace": "BLACKLIST"}, False),
+    ({"status": "DELIVRD"}, False),
+    ({"status": "UNDELIV", "reason": "the user did not opt out"}, False),
+])
+def test_the_opt_out_trace_marks_the_update(provider, fields, opted_out):
+    (update,) = provider.parse_status_callback(report({"id": MESSAGE_ID, "to": "917499623342", **fields}))
+    assert update.opted_out is opted_out
 
 
 def test_lists_and_data_lists_and_form_fields(provider):

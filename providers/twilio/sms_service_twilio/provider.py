@@ -21,9 +21,12 @@ from sms_service.provider import (
     Balance,
     CallbackRefused,
     CallbackRequest,
+    InboundMessage,
     Message,
+    MessageRejected,
     Provider,
     Receipt,
+    ReceiverUnsubscribed,
     StatusUpdate,
 )
 from sms_service.provider_http import (
@@ -40,6 +43,10 @@ NAME = "twilio"
 DEFAULT_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 RATE_LIMIT_CODE = 20429
+# "Attempt to send to unsubscribed recipient": the receiver replied STOP to this sender.
+UNSUBSCRIBED_CODE = 21610
+# An empty TwiML answer: Twilio sends no reply to the inbound message.
+EMPTY_TWIML = b"<Response/>"
 MAX_REASON_CHARS = 200
 # An earlier date_created is a placeholder, not when Twilio took the message; it would
 # also print as a year of fewer than four digits.
@@ -79,6 +86,8 @@ class TwilioProvider(Provider):
     key (``TWILIO_API_KEY_SID`` + ``TWILIO_API_KEY_SECRET``); the Account SID is in
     every URL either way. Thread-safe: all state is built once in ``__init__``.
     """
+
+    PLUGIN_API = (1, 0)
 
     def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         """Read and check the ``TWILIO_*`` variables and build the pooled client.
@@ -152,6 +161,8 @@ class TwilioProvider(Provider):
         # to refuse every send.
         return Balance(amount=amount, currency=currency if isinstance(currency, str) else "")
 
+    inbound_answer = ("text/xml", EMPTY_TWIML)
+
     def parse_status_callback(self, request: CallbackRequest) -> list[StatusUpdate]:
         """Verify ``X-Twilio-Signature`` and read the message's status.
 
@@ -159,6 +170,33 @@ class TwilioProvider(Provider):
         names another account), and `ValueError` when a signed callback has no message
         id or status.
         """
+        self._verify(request)
+        sid = request.value("MessageSid", "SmsSid")
+        word = (request.value("MessageStatus", "SmsStatus") or "").strip().lower()
+        if not sid or not word:
+            raise ValueError("the callback has no MessageSid or MessageStatus")
+        if word in INBOUND_STATUSES:
+            return []
+        code = request.value("ErrorCode")
+        return [StatusUpdate(sid=sid, status=STATUS_MAP.get(word, "sent"), provider_status=word,
+                             error_code=code or None, receiver=request.value("To"))]
+
+    def parse_inbound(self, request: CallbackRequest) -> list[InboundMessage]:
+        """Verify ``X-Twilio-Signature`` and read the message a person sent to our number.
+
+        The sender is ``From``, the text ``Body``, and ``OptOutType`` (``STOP``, ``START``,
+        ``HELP``) Twilio's own reading when Advanced Opt-Out is on. Raises
+        `CallbackRefused` like `parse_status_callback`, and `ValueError` when a signed
+        post has no ``From``.
+        """
+        self._verify(request)
+        sender = (request.value("From") or "").strip()
+        if not sender:
+            raise ValueError("the inbound message has no From")
+        return [InboundMessage(sender=sender, body=request.value("Body") or "",
+                               opt_out_type=request.value("OptOutType"))]
+
+    def _verify(self, request: CallbackRequest) -> None:
         given = request.headers.get("x-twilio-signature")
         token = self._verify_token.value
         if request.json is not None or "bodysha256=" in request.url.lower():
@@ -170,15 +208,6 @@ class TwilioProvider(Provider):
         account = request.value("AccountSid")
         if account is not None and account != self.account_sid:
             raise CallbackRefused("the callback is for another Twilio account")
-        sid = request.value("MessageSid", "SmsSid")
-        word = (request.value("MessageStatus", "SmsStatus") or "").strip().lower()
-        if not sid or not word:
-            raise ValueError("the callback has no MessageSid or MessageStatus")
-        if word in INBOUND_STATUSES:
-            return []
-        code = request.value("ErrorCode")
-        return [StatusUpdate(sid=sid, status=STATUS_MAP.get(word, "sent"), provider_status=word,
-                             error_code=code or None, receiver=request.value("To"))]
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -290,7 +319,11 @@ def _error(answer: ProviderAnswer) -> ProviderError:
             request_id=answer.request_id,
             retry_after=answer.retry_after,
         )
-    return error_for_status(answer, reason, code)
+    error = error_for_status(answer, reason, code)
+    if code == UNSUBSCRIBED_CODE and type(error) is MessageRejected:
+        return ReceiverUnsubscribed(error.message, provider_code=code, http_status=answer.status,
+                                    request_id=answer.request_id)
+    return error
 
 
 def _code(value: object) -> int | None:

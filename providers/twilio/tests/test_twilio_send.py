@@ -27,6 +27,7 @@ from sms_service.exceptions import (
     ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
+    ReceiverUnsubscribed,
 )
 from sms_service_twilio.provider import TwilioProvider
 
@@ -184,8 +185,9 @@ INVALID_TO = "The 'To' number +15558675310 is not a valid phone number."
          MessageRejected, 21606, None),
         (400, error_body(21608, "The number is unverified.", 400), {}, MessageRejected, 21608,
          None),
+        # A MessageRejected that also tells the service to suppress the receiver (SPEC section 12).
         (400, error_body(21610, "Attempt to send to unsubscribed recipient", 400), {},
-         MessageRejected, 21610, None),
+         ReceiverUnsubscribed, 21610, None),
         (400, error_body(21614, "'To' number is not a valid mobile number", 400), {},
          MessageRejected, 21614, None),
         (400, error_body(21617, "The concatenated message body exceeds the 1600 character limit",
