@@ -105,6 +105,24 @@ class FakeProvider:
             report["trace"] = error_code
         return requests.post(url, json=report, timeout=10)
 
+    def post_inbound(self, service_url: str, sender: str, body: str, *, forge: bool = False,
+                     opt_out_type: str | None = None) -> requests.Response:
+        """Post a reply `sender` sent to our number, as Twilio's messaging webhook does, signed.
+
+        `service_url` is the service's PUBLIC_BASE_URL; `forge` spoils the signature.
+        """
+        url = f"{service_url}/callbacks/twilio/inbound"
+        sid = "SM" + uuid.uuid4().hex
+        fields = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "1f" * 16, "From": sender,
+                  "To": "+15017122661", "Body": body, "NumSegments": "1", "NumMedia": "0",
+                  "ApiVersion": "2010-04-01"}
+        if opt_out_type:
+            fields["OptOutType"] = opt_out_type
+        signature = twilio_signature(self.twilio_token, url, fields)
+        if forge:
+            signature = signature[::-1]
+        return requests.post(url, data=fields, headers={"X-Twilio-Signature": signature}, timeout=10)
+
 
 def twilio_signature(token: str, url: str, fields: dict[str, str]) -> str:
     """X-Twilio-Signature of a form post, as Twilio computes it."""
@@ -193,6 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(400, {"code": "E413", "message": "Invalid number",
                              "error": {"to": "Invalid number"}})
+
+    def _unsubscribed(self, kind: str) -> None:
+        # The receiver replied STOP to this sender (Twilio), so the message is refused.
+        self._json(400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                         "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400})
 
     def _error500(self, kind: str) -> None:
         self._json(500, {"message": "internal error"})
