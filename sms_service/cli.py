@@ -11,6 +11,7 @@ from sms_service.config import load_settings
 from sms_service.exceptions import ConfigError
 from sms_service.logs import configure_logging
 from sms_service.plugin_loader import installed_providers, load_provider
+from sms_service.suppression import csvio as suppressions_csv
 
 
 def _providers(_: argparse.Namespace) -> int:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check-config", help="validate the environment and exit 0 or 1").set_defaults(
         run=_check_config
     )
+    suppressions_csv.add_parser(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 
