@@ -1,0 +1,479 @@
+"""The conformance suite for provider plugins: subclass `ProviderConformance` in your tests.
+
+Install it with ``pip install "sms-service[testing]"`` (it needs pytest); the service
+itself never imports this module. A plugin's test module does::
+
+    from sms_service.testing import Answer, ProviderConformance
+    from sms_service_acme.provider import AcmeProvider
+
+    class TestAcmeConformance(ProviderConformance):
+        provider_class = AcmeProvider
+        env = {"ACME_API_KEY": "test-key-0123456789"}
+        secrets = ("test-key-0123456789",)
+        required_variables = ("ACME_API_KEY",)
+        base_url_variable = "ACME_BASE_URL"
+
+        def send_answer(self, request):
+            return Answer(200, {"id": "AC-1", "status": "queued"})
+
+The suite drives the provider through its HTTP boundary: it points
+``base_url_variable`` at a loopback server on 127.0.0.1 that plays the provider's
+answers (success from `send_answer`, failures from `error_answers`), a port where
+nothing listens (the "nothing sent" signal) and a server that never answers (the
+timeout). A provider that makes no HTTP calls (``base_url_variable = None``) skips
+those checks. Nothing here ever contacts a real provider.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+
+from sms_service.exceptions import (
+    CallbackRefused,
+    ConfigError,
+    MessageRejected,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ProviderUnreachable,
+)
+from sms_service.provider import Balance, CallbackRequest, Message, Provider, Receipt, StatusUpdate
+
+__all__ = ["STATUSES", "Answer", "LoopbackProvider", "ProviderConformance", "RecordedRequest"]
+
+#: The normalised statuses a `StatusUpdate` may carry (SPEC section 10).
+STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
+#: A body no log line, error message or repr may contain.
+BODY = "conformance body 7f3a9c: your code is 123456"
+RECEIVER = "+14155550123"
+SENDER = "+15005550006"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer the loopback provider plays: `body` may be bytes, str or JSON data."""
+
+    status: int
+    body: Any = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> tuple[bytes, dict[str, str]]:
+        """The body as bytes, and the headers with a Content-Type when JSON."""
+        headers = dict(self.headers)
+        if isinstance(self.body, bytes):
+            return self.body, headers
+        if isinstance(self.body, str):
+            return self.body.encode(), headers
+        headers.setdefault("Content-Type", "application/json")
+        return json.dumps(self.body).encode(), headers
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the loopback provider received (`headers` with lower-case names)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+
+class LoopbackProvider:
+    """A threaded HTTP server on 127.0.0.1 standing in for a provider's API.
+
+    `answer` is called with each `RecordedRequest` and returns an `Answer`; with
+    ``hang=True`` the server reads each request and never answers (until closed).
+    Use it as a context manager; `url` is its base URL, `requests` what it received.
+    """
+
+    def __init__(self, answer: Any = None, *, hang: bool = False) -> None:
+        self.answer = answer
+        self.hang = hang
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = RecordedRequest(self.command, self.path,
+                                          {k.lower(): v for k, v in self.headers.items()}, body)
+                with owner._lock:
+                    owner.requests.append(request)
+                if owner.hang:
+                    owner._stop.wait(30)
+                    self.close_connection = True
+                    return
+                answer = owner.answer(request) if owner.answer else Answer(500, b"no answer set")
+                data, headers = answer.encoded()
+                self.send_response(answer.status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # many threads connect at once
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="loopback-provider")
+
+    def __enter__(self) -> LoopbackProvider:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class ProviderConformance:
+    """The plugin contract as tests; subclass it as ``Test<Name>Conformance`` and fill in.
+
+    Attributes to set: `provider_class`, `env` (a valid configuration with fake
+    secrets), `secrets` (values that must never show), `required_variables`,
+    `invalid_values` (variable -> a wrong value it must refuse), `base_url_variable`.
+    Hooks to write: `send_answer` (and `balance_answer` with balance support,
+    `status_callback`/`forged_status_callback` with status support). Override a check
+    only with a reason: each one is part of SPEC sections 7, 10, 12 and 13.
+    """
+
+    provider_class: ClassVar[type[Provider]]
+    env: ClassVar[Mapping[str, str]] = {}
+    secrets: ClassVar[tuple[str, ...]] = ()
+    required_variables: ClassVar[tuple[str, ...]] = ()
+    invalid_values: ClassVar[Mapping[str, str]] = {}
+    #: The variable that moves the provider's API root (``<NAME>_BASE_URL``); None for a
+    #: provider that makes no HTTP calls.
+    base_url_variable: ClassVar[str | None] = None
+    #: The callback URL the provider is built with when it supports status callbacks.
+    callback_url: ClassVar[str] = "https://sms.example.com/callbacks/conformance/status"
+    timeout: ClassVar[float] = 5.0
+    threads: ClassVar[int] = 16
+    sends_per_thread: ClassVar[int] = 4
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def send_answer(self, request: RecordedRequest) -> Answer:
+        """The provider's answer to an accepted send (required with `base_url_variable`)."""
+        raise NotImplementedError("write send_answer(request) -> Answer for your provider's success")
+
+    def error_answers(self) -> dict[str, tuple[Answer, type[ProviderError]]]:
+        """Failed answers to a send and the error each must raise; override to use your API's bodies."""
+        body = {"code": "E42", "message": "the conformance suite refuses this"}
+        return {
+            "rejected": (Answer(400, body), MessageRejected),
+            "throttled": (Answer(429, body, {"Retry-After": "7"}), ProviderRateLimited),
+            "auth": (Answer(401, body), ProviderAuthError),
+            "server_error": (Answer(503, body), ProviderUnavailable),
+            "unreadable": (Answer(200, b"<html>surely not JSON</html>", {"Content-Type": "text/html"}),
+                           ProviderUnavailable),
+        }
+
+    def balance_answer(self, request: RecordedRequest) -> Answer:
+        """The provider's answer to a balance request (required with balance support)."""
+        raise NotImplementedError("write balance_answer(request) -> Answer for your provider's balance")
+
+    def status_callback(self, provider: Provider, sid: str) -> CallbackRequest:
+        """An authentic callback saying message `sid` was delivered (status support)."""
+        raise NotImplementedError("write status_callback(provider, sid) -> CallbackRequest")
+
+    def forged_status_callback(self, provider: Provider, sid: str) -> CallbackRequest | None:
+        """A callback the provider must refuse with CallbackRefused (None: it cannot sign)."""
+        return None
+
+    def make_message(self, **changes: Any) -> Message:
+        """The message every check sends."""
+        fields = {"sender": SENDER, "receiver": RECEIVER, "body": BODY, "num_segments": 1,
+                  "encoding": "GSM-7"}
+        return Message(**{**fields, **changes})
+
+    # -- helpers --------------------------------------------------------------------
+
+    def build(self, env: Mapping[str, str] | None = None, *, base_url: str | None = None,
+              timeout: float | None = None) -> Provider:
+        """Build the provider as the service does (with the callback URL when it has status support)."""
+        env = dict(self.env if env is None else env)
+        if base_url is not None and self.base_url_variable:
+            env[self.base_url_variable] = base_url
+        extra = {"callback_url": self.callback_url} if self.provider_class.supports_status() else {}
+        return self.provider_class(env, timeout=self.timeout if timeout is None else timeout, **extra)
+
+    def _needs_http(self) -> None:
+        if not self.base_url_variable:
+            pytest.skip("the provider makes no HTTP calls (base_url_variable is None)")
+
+    def _assert_quiet(self, provider: Provider, texts: list[str], caplog: Any) -> None:
+        shown = [repr(provider), *texts, *(r.getMessage() for r in caplog.records),
+                 *(repr(r.__dict__) for r in caplog.records)]
+        for text in shown:
+            assert BODY not in text, f"the message body leaked: {text!r}"
+            for secret in self.secrets:
+                assert secret not in text, f"a secret leaked: {text!r}"
+
+    def _check_receipt(self, receipt: Any) -> None:
+        assert isinstance(receipt, Receipt), f"send must return a Receipt, not {receipt!r}"
+        assert isinstance(receipt.sid, str) and receipt.sid.strip(), "the receipt needs a non-empty sid"
+        assert isinstance(receipt.status, str) and receipt.status, "the receipt needs a status"
+        assert isinstance(receipt.date_event, dt.datetime), "date_event must be a datetime"
+        assert receipt.date_event.tzinfo is not None and receipt.date_event.utcoffset() is not None, \
+            "date_event must be timezone-aware"
+        assert receipt.num_segments is None or (
+            isinstance(receipt.num_segments, int) and not isinstance(receipt.num_segments, bool)
+            and receipt.num_segments >= 0), "num_segments is None or a count"
+
+    def _send(self, provider: Provider, message: Message | None = None) -> Receipt:
+        return provider.send(message or self.make_message())
+
+    # -- the checks -----------------------------------------------------------------
+
+    def test_is_a_provider(self) -> None:
+        assert isinstance(self.provider_class, type) and issubclass(self.provider_class, Provider)
+
+    def test_send_returns_a_receipt(self, caplog: Any) -> None:
+        caplog.set_level(logging.DEBUG)
+        if not self.base_url_variable:
+            provider = self.build()
+            try:
+                receipt = self._send(provider)
+            finally:
+                provider.close()
+        else:
+            with LoopbackProvider(self.send_answer) as server:
+                provider = self.build(base_url=server.url)
+                try:
+                    receipt = self._send(provider)
+                finally:
+                    provider.close()
+            assert len(server.requests) == 1, "one send is exactly one request"
+        self._check_receipt(receipt)
+        self._assert_quiet(provider, [repr(receipt)], caplog)
+
+    @pytest.mark.parametrize("kind", ["rejected", "throttled", "auth", "server_error", "unreadable"])
+    def test_error_mapping(self, kind: str, caplog: Any) -> None:
+        self._needs_http()
+        caplog.set_level(logging.DEBUG)
+        answers = self.error_answers()
+        if kind not in answers:
+            pytest.skip(f"{kind} is not in error_answers()")
+        answer, expected = answers[kind]
+        with LoopbackProvider(lambda request: answer) as server:
+            provider = self.build(base_url=server.url)
+            try:
+                with pytest.raises(ProviderError) as caught:
+                    self._send(provider)
+            finally:
+                provider.close()
+        error = caught.value
+        assert isinstance(error, expected), f"{kind}: expected {expected.__name__}, got {error!r}"
+        # An answer came back, so the request left: this is never the "nothing sent" signal.
+        assert not isinstance(error, ProviderUnreachable), f"{kind} must not claim nothing was sent"
+        assert len(server.requests) == 1, f"{kind}: a failed send must never be repeated"
+        assert isinstance(error.message, str) and error.message.strip()
+        if kind == "throttled":
+            assert error.retry_after == int(answer.headers["Retry-After"]), "Retry-After must be kept"
+        self._assert_quiet(provider, [error.message, str(error), repr(error)], caplog)
+
+    def test_timeout(self, caplog: Any) -> None:
+        self._needs_http()
+        caplog.set_level(logging.DEBUG)
+        with LoopbackProvider(hang=True) as server:
+            provider = self.build(base_url=server.url, timeout=0.5)
+            started = time.monotonic()
+            try:
+                with pytest.raises(ProviderTimeout) as caught:
+                    self._send(provider)
+            finally:
+                provider.close()
+            took = time.monotonic() - started
+        assert took < 3, f"PROVIDER_TIMEOUT 0.5 s was not kept: the send took {took:.1f} s"
+        self._assert_quiet(provider, [caught.value.message], caplog)
+
+    def test_unreachable_says_nothing_was_sent(self, caplog: Any) -> None:
+        self._needs_http()
+        caplog.set_level(logging.DEBUG)
+        provider = self.build(base_url=closed_port_url(), timeout=2)
+        try:
+            with pytest.raises(ProviderUnreachable) as caught:
+                self._send(provider)
+        finally:
+            provider.close()
+        self._assert_quiet(provider, [caught.value.message], caplog)
+
+    def test_concurrent_sends(self) -> None:
+        total = self.threads * self.sends_per_thread
+        if self.base_url_variable:
+            server = LoopbackProvider(self.send_answer)
+            server.__enter__()
+            provider = self.build(base_url=server.url)
+        else:
+            server = None
+            provider = self.build()
+        start = threading.Barrier(self.threads)
+
+        def work(_: int) -> list[Receipt]:
+            start.wait(timeout=30)
+            return [self._send(provider) for _ in range(self.sends_per_thread)]
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+                receipts = [r for batch in pool.map(work, range(self.threads)) for r in batch]
+        finally:
+            provider.close()
+            if server is not None:
+                server.__exit__(None, None, None)
+        assert len(receipts) == total
+        for receipt in receipts:
+            self._check_receipt(receipt)
+        if server is not None:
+            assert len(server.requests) == total, "each send is exactly one request"
+
+    def test_close_twice(self) -> None:
+        provider = self.build(base_url=closed_port_url())
+        provider.close()
+        provider.close()
+
+    @pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
+    def test_missing_variable_is_named(self, empty: bool) -> None:
+        if not self.required_variables:
+            pytest.skip("no required_variables")
+        for name in self.required_variables:
+            env = {k: v for k, v in self.env.items() if k != name}
+            if empty:
+                env[name] = ""  # an empty value counts as unset
+            with pytest.raises(ConfigError) as caught:
+                self.build(env)
+            assert name in caught.value.message, f"the ConfigError must name {name}: {caught.value.message!r}"
+            for secret in self.secrets:
+                assert secret not in caught.value.message
+
+    def test_invalid_value_is_named(self) -> None:
+        if not self.invalid_values:
+            pytest.skip("no invalid_values")
+        for name, value in self.invalid_values.items():
+            with pytest.raises(ConfigError) as caught:
+                self.build({**self.env, name: value})
+            assert name in caught.value.message, f"the ConfigError must name {name}: {caught.value.message!r}"
+            assert value not in caught.value.message or not value.strip(), "never echo a value"
+
+    def test_base_url_is_checked(self) -> None:
+        self._needs_http()
+        with pytest.raises(ConfigError) as caught:
+            self.build({**self.env, self.base_url_variable: "ftp://user:pw@example.com"})  # type: ignore[dict-item]
+        assert self.base_url_variable in caught.value.message
+
+    def test_message_repr_hides_body_and_number(self) -> None:
+        text = repr(self.make_message())
+        assert BODY not in text and RECEIVER not in text
+
+    def test_balance(self) -> None:
+        if not self.provider_class.supports_balance():
+            pytest.skip("no balance support")
+        self._needs_http()
+        with LoopbackProvider(self.balance_answer) as server:
+            provider = self.build(base_url=server.url)
+            try:
+                balance = provider.balance()
+            finally:
+                provider.close()
+        assert isinstance(balance, Balance)
+        assert isinstance(balance.amount, Decimal) and balance.amount.is_finite()
+        assert isinstance(balance.currency, str)
+
+    @pytest.mark.parametrize("kind", ["auth", "server_error", "unreadable"])
+    def test_balance_errors(self, kind: str) -> None:
+        if not self.provider_class.supports_balance():
+            pytest.skip("no balance support")
+        self._needs_http()
+        answer, expected = self.error_answers()[kind]
+        with LoopbackProvider(lambda request: answer) as server:
+            provider = self.build(base_url=server.url)
+            try:
+                with pytest.raises(expected):
+                    provider.balance()
+            finally:
+                provider.close()
+
+    def test_status_callback(self) -> None:
+        if not self.provider_class.supports_status():
+            pytest.skip("no status callback support")
+        provider = self.build(base_url=closed_port_url())
+        try:
+            sid = "conformance-sid-1"
+            updates = provider.parse_status_callback(self.status_callback(provider, sid))
+            assert isinstance(updates, list) and updates, "an authentic report gives updates"
+            for update in updates:
+                assert isinstance(update, StatusUpdate)
+                assert update.status in STATUSES, f"{update.status!r} is not a normalised status"
+                assert isinstance(update.provider_status, str)
+            assert sid in {u.sid for u in updates}
+            assert "delivered" in {u.status for u in updates}
+            forged = self.forged_status_callback(provider, sid)
+            if provider.callbacks_signed:
+                assert forged is not None, "a provider that signs must show a forged callback is refused"
+            if forged is not None:
+                with pytest.raises(CallbackRefused):
+                    provider.parse_status_callback(forged)
+            junk = CallbackRequest(url=self.callback_url, headers={"content-type": "text/plain"},
+                                   body=b"\x00 not a report")
+            with pytest.raises((CallbackRefused, ValueError)):
+                provider.parse_status_callback(junk)
+        finally:
+            provider.close()
+
+    def test_status_callback_url_reaches_the_provider(self) -> None:
+        if not self.provider_class.supports_status() or not self.base_url_variable:
+            pytest.skip("no status callback support, or no HTTP calls")
+        with LoopbackProvider(self.send_answer) as server:
+            provider = self.build(base_url=server.url)
+            try:
+                self._send(provider, self.make_message(status_callback=self.callback_url))
+            finally:
+                provider.close()
+        sent = server.requests[0]
+        wire = sent.path + sent.body.decode("utf-8", "replace")
+        from urllib.parse import unquote_plus
+
+        assert self.callback_url in unquote_plus(wire).replace("\\/", "/"), \
+            "the message's status_callback URL must be handed to the provider"
