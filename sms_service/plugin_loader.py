@@ -10,7 +10,7 @@ from stevedore.exception import NoMatches
 
 from sms_service.config import Settings
 from sms_service.exceptions import ConfigError, ProviderLoadError
-from sms_service.provider import ENTRY_POINT_GROUP, Provider
+from sms_service.provider import ENTRY_POINT_GROUP, PLUGIN_API, Provider
 from sms_service.status.callbacks import callback_url
 
 
@@ -63,6 +63,7 @@ def load_provider(settings: Settings) -> Provider:
         raise ProviderLoadError(
             f"SERVICE_PROVIDER {name!r}: entry point does not name a sms_service.provider.Provider subclass"
         )
+    check_plugin_api(name, cls)
     if settings.balance_check and not cls.supports_balance():
         raise ConfigError(
             f"{settings.balance_check_variable} is on but provider {name!r} has no balance() method"
@@ -78,6 +79,26 @@ def load_provider(settings: Settings) -> Provider:
         raise ProviderLoadError(
             f"SERVICE_PROVIDER {name!r} failed to start ({type(exc).__name__})"
         ) from exc
+
+
+def check_plugin_api(name: str, cls: type[Provider]) -> None:
+    """Refuse a plugin built for a plugin API this core does not provide, in one line.
+
+    Compatible: the same major version, and a minor no newer than this core's.
+    """
+    wanted = getattr(cls, "PLUGIN_API", None) or (1, 0)
+    if not (isinstance(wanted, tuple) and len(wanted) == 2 and all(type(n) is int for n in wanted)):
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r}: PLUGIN_API must be (major, minor), not {wanted!r}"
+        )
+    if wanted[0] != PLUGIN_API[0] or wanted[1] > PLUGIN_API[1]:
+        from sms_service import __version__
+
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r} was built for plugin API {wanted[0]}.{wanted[1]}, "
+            f"but sms-service {__version__} provides plugin API {PLUGIN_API[0]}.{PLUGIN_API[1]}: "
+            f"install a {name} version built for it, or a matching sms-service"
+        )
 
 
 def _reraise(manager: object, entrypoint: metadata.EntryPoint, exc: Exception) -> None:
