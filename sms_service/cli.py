@@ -1,4 +1,4 @@
-"""The `sms-service` command: serve, list installed providers, check the configuration."""
+"""The `sms-service` command: serve, list installed providers, check the configuration, start a plugin."""
 
 from __future__ import annotations
 
@@ -51,6 +51,19 @@ def _serve(args: argparse.Namespace) -> int:
     serve(host=args.bind, port=args.port, workers=args.workers, threads=args.threads)
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from sms_service.plugin_template import write_plugin
+
+    try:
+        folder = write_plugin(args.name, args.directory)
+    except ValueError as exc:
+        print(f"new-plugin: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}")
+    print(f"next: cd {folder} && pip install -e '.[test]' && pytest  (guide: docs/plugins.md)")
+    return 0
+
+
 def _positive(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a whole number greater than 0, not {text!r}")
@@ -84,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         run=_check_config
     )
     suppressions_csv.add_parser(commands)
+    new_plugin = commands.add_parser(
+        "new-plugin", help="write a new provider plugin distribution to start from",
+        description="Write a ready provider plugin distribution (pyproject.toml with the entry point, "
+        "the provider module with TODOs, a README, tests using sms_service.testing) into a new folder.",
+    )
+    new_plugin.add_argument("name", help="the SERVICE_PROVIDER name: lower-case letters, digits and _")
+    new_plugin.add_argument("--directory", metavar="DIR",
+                            help="the folder to create (default ./sms-service-NAME); must not exist")
+    new_plugin.set_defaults(run=_new_plugin)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -20,7 +20,7 @@ def test_providers_lists_name_distribution_version():
     result = run("providers")
     assert result.returncode == 0
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
-    assert rows["console"] == ["sms-service", "0.1.0"]
+    assert rows["console"] == ["sms-service", "0.2.0"]
     assert rows["twilio"] == ["sms-service-twilio", "0.1.0"]
     assert rows["kaleyra"] == ["sms-service-kaleyra", "0.1.0"]
 
