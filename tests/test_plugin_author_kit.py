@@ -93,3 +93,17 @@ def test_new_plugin_writes_every_file_filled_in(tmp_path):
     provider = (tmp_path / "d" / "sms_service_acme_sms" / "provider.py").read_text()
     assert f"PLUGIN_API = ({PLUGIN_API[0]}, {PLUGIN_API[1]})" in provider
     compile(provider, "provider.py", "exec")
+
+
+def test_the_guide_gives_the_steps_this_test_follows():
+    guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    for step in ("sms-service new-plugin acme", "pip install -e '.[test]'", "pytest", "sms-service providers",
+                 "SERVICE_PROVIDER=acme", "ACME_BASE_URL", "LoopbackProvider", "PLUGIN_API = (1, 0)",
+                 "pip install --no-index --no-build-isolation --no-deps -e '.[test]'"):
+        assert step in guide, step
+    for name in ("Message", "Receipt", "Balance", "Provider", "ConfigError", "MessageRejected",
+                 "ProviderRateLimited", "ProviderAuthError", "ProviderUnavailable", "ProviderUnreachable",
+                 "ProviderTimeout", "CallbackRefused", "ProviderHTTP", "mask_number", "retry_after",
+                 "provider_code", "http_status", "worker_exit"):
+        assert f"`{name}" in guide, name
+    assert '`"GSM-7"`' in guide and '`"UCS-2"`' in guide
