@@ -52,7 +52,15 @@ from sms_service.exceptions import (
     ProviderUnavailable,
     ProviderUnreachable,
 )
-from sms_service.provider import Balance, CallbackRequest, Message, Provider, Receipt, StatusUpdate
+from sms_service.provider import (
+    Balance,
+    CallbackRequest,
+    InboundMessage,
+    Message,
+    Provider,
+    Receipt,
+    StatusUpdate,
+)
 
 __all__ = ["STATUSES", "Answer", "LoopbackProvider", "ProviderConformance", "RecordedRequest"]
 
@@ -221,6 +229,14 @@ class ProviderConformance:
 
     def forged_status_callback(self, provider: Provider, sid: str) -> CallbackRequest | None:
         """A callback the provider must refuse with CallbackRefused (None: it cannot sign)."""
+        return None
+
+    def inbound_post(self, provider: Provider, sender: str, body: str) -> CallbackRequest:
+        """An authentic inbound post: `sender` sent `body` (inbound support)."""
+        raise NotImplementedError("write inbound_post(provider, sender, body) -> CallbackRequest")
+
+    def forged_inbound_post(self, provider: Provider, sender: str, body: str) -> CallbackRequest | None:
+        """An inbound post the provider must refuse with CallbackRefused (None: it cannot sign)."""
         return None
 
     def make_message(self, **changes: Any) -> Message:
@@ -477,3 +493,32 @@ class ProviderConformance:
 
         assert self.callback_url in unquote_plus(wire).replace("\\/", "/"), \
             "the message's status_callback URL must be handed to the provider"
+
+    def test_inbound(self, caplog: Any) -> None:
+        if not self.provider_class.supports_inbound():
+            pytest.skip("no inbound message support")
+        caplog.set_level(logging.DEBUG)
+        provider = self.build(base_url=closed_port_url())
+        try:
+            messages = provider.parse_inbound(self.inbound_post(provider, RECEIVER, "STOP"))
+            assert isinstance(messages, list) and messages, "an authentic inbound post gives messages"
+            for message in messages:
+                assert isinstance(message, InboundMessage)
+            assert (messages[0].sender, messages[0].body) == (RECEIVER, "STOP")
+            forged = self.forged_inbound_post(provider, RECEIVER, "STOP")
+            if provider.callbacks_signed:
+                assert forged is not None, "a provider that signs must show a forged post is refused"
+            if forged is not None:
+                with pytest.raises(CallbackRefused):
+                    provider.parse_inbound(forged)
+            junk = CallbackRequest(url=self.callback_url, headers={"content-type": "text/plain"},
+                                   body=b"\x00 not a message")
+            with pytest.raises((CallbackRefused, ValueError)):
+                provider.parse_inbound(junk)
+            content_type, answer = provider.inbound_answer
+            assert isinstance(content_type, str) and isinstance(answer, bytes)
+            texts = [repr(m) for m in messages]
+        finally:
+            provider.close()
+        shown = [*texts, *(r.getMessage() for r in caplog.records)]
+        assert not any(RECEIVER in text for text in shown), "an inbound sender must be masked"

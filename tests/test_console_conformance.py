@@ -17,3 +17,8 @@ class TestConsoleConformance(ProviderConformance):
         report = {"sid": sid, "status": "delivered"}
         return CallbackRequest(url=self.callback_url, headers={"content-type": "application/json"},
                                body=json.dumps(report).encode(), json=report)
+
+    def inbound_post(self, provider, sender, body):
+        post = {"from": sender, "body": body}
+        return CallbackRequest(url=self.callback_url, headers={"content-type": "application/json"},
+                               body=json.dumps(post).encode(), json=post)

@@ -46,3 +46,15 @@ class TestTwilioConformance(ProviderConformance):
 
     def forged_status_callback(self, provider, sid):
         return self._callback(sid, "not-the-token")
+
+    def _inbound(self, sender, body, token):
+        url = self.callback_url.replace("/status", "/inbound")
+        form = {"From": [sender], "Body": [body], "AccountSid": [ACCOUNT_SID]}
+        headers = {"x-twilio-signature": signature.compute(token, url, form)}
+        return CallbackRequest(url=url, headers=headers, body=b"", form={k: tuple(v) for k, v in form.items()})
+
+    def inbound_post(self, provider, sender, body):
+        return self._inbound(sender, body, AUTH_TOKEN)
+
+    def forged_inbound_post(self, provider, sender, body):
+        return self._inbound(sender, body, "not-the-token")
