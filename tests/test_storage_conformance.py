@@ -574,3 +574,34 @@ def test_suppression_list_is_shared_and_survives_reopening(shared_uri):
     assert second.suppression_get("+15558675310") is None
     second.close()
     third.close()
+
+
+def test_sqlite_file_of_another_schema_is_a_clear_start_up_error_and_left_alone(tmp_path):
+    from sms_service.app import create_app
+    from sms_service.exceptions import ConfigError
+
+    path = tmp_path / "state" / "sms-service.db"
+    path.parent.mkdir()
+    with sqlite3.connect(str(path)) as conn:  # a development build's file: tables, no version
+        conn.execute("CREATE TABLE streaks (key TEXT PRIMARY KEY, k INTEGER)")
+        conn.execute("INSERT INTO streaks VALUES ('kept', 1)")
+    with pytest.raises(ConfigError) as info:
+        create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(path.parent)})
+    message = str(info.value)
+    assert message.startswith("STORAGE_URI") and "schema" in message and "\n" not in message
+    with sqlite3.connect(str(path)) as conn:
+        assert conn.execute("SELECT key FROM streaks").fetchall() == [("kept",)]
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(ConfigError, match="schema 99"):
+        create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(path.parent)})
+
+
+def test_sqlite_new_file_is_stamped_and_reopens(tmp_path):
+    from sms_service.storage.sqlite import SCHEMA_VERSION
+
+    path = str(tmp_path / "v.db")
+    SqliteStorage(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    SqliteStorage(path).close()

@@ -31,6 +31,8 @@ WINDOW_BUCKETS = 100
 SWEEP_EVERY_MS = 10_000
 CHECKPOINT_EVERY_S = 1.0
 
+# Stamped in the file (PRAGMA user_version); a change of the tables below is a new version.
+SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS window_buckets (
   key TEXT NOT NULL, bucket INTEGER NOT NULL, hits INTEGER NOT NULL, expires REAL NOT NULL,
@@ -137,9 +139,23 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:
+    """Create the tables of a new file, or check that an existing one has this schema.
+
+    Raises `sqlite3.DatabaseError` for a file of another schema version: it is never
+    altered or emptied, since it holds idempotency records and the opt-out list.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    if version != SCHEMA_VERSION and (version or tables):
+        found = f"schema {version}" if version else "an unversioned schema (a development build)"
+        raise sqlite3.DatabaseError(
+            f"the file has {found}, this sms-service reads schema {SCHEMA_VERSION}; "
+            "keep it aside and start with a new file"
+        )
     # Statement by statement: executescript would commit the open transaction first.
     for statement in filter(str.strip, _SCHEMA.split(";")):
         conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class SqliteStorage(Storage):
