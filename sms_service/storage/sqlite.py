@@ -22,6 +22,7 @@ from sms_service.status import model
 from sms_service.storage.base import Storage
 
 BUSY_TIMEOUT_S = 3.0
+BUSY_RETRY_S = 0.0002
 # How long opening may wait for another process that is creating the file or switching
 # it to WAL: that switch can answer "locked" at once, without the busy handler.
 OPEN_PATIENCE_S = 15.0
@@ -127,6 +128,29 @@ def _now_ms() -> float:
     return time.time() * 1000
 
 
+def _past_other_writers(attempt: Callable[[], T]) -> T:
+    """Run `attempt`, trying again while another process holds the write lock, up to BUSY_TIMEOUT_S.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ms and more between tries: a worker
+    whose storage waited that long at every collision with another worker ran at half
+    its speed. A write that met the lock changed nothing (the lock is taken before any
+    change, and a transaction is rolled back), so trying it again is safe.
+    """
+    deadline = None
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + BUSY_TIMEOUT_S
+            elif now >= deadline:
+                raise
+            time.sleep(BUSY_RETRY_S)
+
+
 def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -201,14 +225,16 @@ class SqliteStorage(Storage):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+            # No busy handler of SQLite's own: _past_other_writers waits instead.
+            self.path, timeout=0, isolation_level=None, check_same_thread=False,
         )
         # WAL with synchronous=NORMAL never loses the database, and fsyncs only at
         # checkpoints: a power cut may forget the last transactions, a crash does not.
-        conn.execute("PRAGMA synchronous=NORMAL")
         # Checkpoints (copying the WAL back, with an fsync) are the checkpointer thread's
         # work, not a request's: one in the middle of a send held every other send up.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # (A first statement may meet a lock while another process opens the file.)
+        _past_other_writers(lambda: conn.execute("PRAGMA synchronous=NORMAL").fetchall())
+        _past_other_writers(lambda: conn.execute("PRAGMA wal_autocheckpoint=0").fetchall())
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -247,22 +273,30 @@ class SqliteStorage(Storage):
         """
         conn = self._conn()
         with self._lock:
-            now = params["now"] = _now_ms()
-            if now >= self._next_sweep:
-                self._next_sweep = now + SWEEP_EVERY_MS
-                self._sweep(conn, now)
-            # Fetched under the lock: a statement's transaction ends with its last row.
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall(), cursor.rowcount, now
+            started = _now_ms()
+            if started >= self._next_sweep:
+                self._next_sweep = started + SWEEP_EVERY_MS
+                _past_other_writers(lambda: self._sweep(conn, started))
+
+            def attempt() -> tuple[list[tuple], int, float]:
+                now = params["now"] = _now_ms()
+                # Fetched under the lock: a statement's transaction ends with its last row.
+                cursor = conn.execute(sql, params)
+                return cursor.fetchall(), cursor.rowcount, now
+
+            return _past_other_writers(attempt)
 
     def _transaction(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run `work(conn, now)` in one BEGIN IMMEDIATE transaction, under the process lock."""
         conn = self._conn()
         result: list[T] = []
+
+        def attempt() -> None:
+            _in_transaction(conn, lambda conn: result.append(work(conn, _now_ms())))
+
         with self._lock:
-            now = _now_ms()
-            _in_transaction(conn, lambda conn: result.append(work(conn, now)))
-        return result[0]
+            _past_other_writers(attempt)
+        return result[-1]
 
     @staticmethod
     def _sweep(conn: sqlite3.Connection, now: float) -> None:
