@@ -26,25 +26,9 @@ from sms_service.storage import sqlite as sqlite_backend
 from sms_service.storage.sqlite import WINDOW_BUCKETS
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def uri(request, tmp_path):
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state/sms.db"
-    return request.getfixturevalue("redis_uri")
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def shared_uri(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shared.db"
-    return request.getfixturevalue("redis_uri")
-
-
 @pytest.fixture
-def storage(uri):
-    store = open_storage(uri)
+def storage(storage_uri):
+    store = open_storage(storage_uri)
     yield store
     store.close()
 
@@ -55,9 +39,9 @@ def test_open_storage_picks_the_backend(tmp_path, redis_uri):
     assert isinstance(open_storage(redis_uri), RedisStorage)
 
 
-def _slack_ms(uri: str, window_ms: int) -> float:
+def _slack_ms(storage_uri: str, window_ms: int) -> float:
     # SQLite counts a hit until its whole bucket has left the window: up to one bucket late.
-    return window_ms / WINDOW_BUCKETS + 1 if uri.startswith("sqlite") else 1
+    return window_ms / WINDOW_BUCKETS + 1 if storage_uri.startswith("sqlite") else 1
 
 
 # -- moving window ---------------------------------------------------------------------
@@ -71,14 +55,14 @@ def test_window_admits_the_limit_then_refuses_without_counting_refusals(storage)
     assert storage.window_acquire("other", 3, 2000) == 0
 
 
-def test_window_admits_again_exactly_when_it_said(storage, uri):
+def test_window_admits_again_exactly_when_it_said(storage, storage_uri):
     window = 600
     assert storage.window_acquire("edge", 2, window) == 0
     time.sleep(0.2)
     assert storage.window_acquire("edge", 2, window) == 0
     wait = storage.window_acquire("edge", 2, window)
     # The first hit leaves 600 ms after it was made, about 400 ms from now.
-    assert 300 <= wait <= 400 + _slack_ms(uri, window) + 20, wait
+    assert 300 <= wait <= 400 + _slack_ms(storage_uri, window) + 20, wait
     time.sleep((wait - 40) / 1000)
     assert storage.window_acquire("edge", 2, window) > 0, "admitted before the window had moved"
     time.sleep(0.06)
@@ -227,11 +211,11 @@ def _in_processes(target, args_list):
         return pool.starmap(target, args_list, chunksize=1)
 
 
-def test_processes_hammering_one_window_never_exceed_the_limit(shared_uri):
+def test_processes_hammering_one_window_never_exceed_the_limit(shared_storage_uri):
     start = time.time() + 2.0  # every process is up and waiting before the first hit
     limit, window = 20, 1500
     per_process = _in_processes(storage_hammer.hammer_window,
-                                [(shared_uri, start, 8, 30, limit, window)] * 4)
+                                [(shared_storage_uri, start, 8, 30, limit, window)] * 4)
     outcomes = [o for proc in per_process for o in proc]
     errors = [o for o in outcomes if isinstance(o, str)]
     assert errors == []  # no "database is locked" or any other error reaches a caller
@@ -241,27 +225,27 @@ def test_processes_hammering_one_window_never_exceed_the_limit(shared_uri):
     assert sum(1 for *_, wait in hits if wait == 0) >= limit
 
 
-def test_processes_racing_for_one_receiver_admit_one(shared_uri):
+def test_processes_racing_for_one_receiver_admit_one(shared_storage_uri):
     start = time.time() + 2.0
-    results = [r for proc in _in_processes(storage_hammer.hammer_delay, [(shared_uri, start, 8)] * 4)
+    results = [r for proc in _in_processes(storage_hammer.hammer_delay, [(shared_storage_uri, start, 8)] * 4)
                for r in proc]
     assert [r for r in results if isinstance(r, str)] == []
     assert results.count(0) == 1
 
 
-def test_processes_racing_for_one_record_reserve_it_once(shared_uri):
+def test_processes_racing_for_one_record_reserve_it_once(shared_storage_uri):
     start = time.time() + 2.0
     results = [r for proc in _in_processes(
-        storage_hammer.hammer_reserve, [(shared_uri, start, 8, f"p{i}") for i in range(4)]) for r in proc]
+        storage_hammer.hammer_reserve, [(shared_storage_uri, start, 8, f"p{i}") for i in range(4)]) for r in proc]
     assert [r for r in results if isinstance(r, str) and r.startswith("error")] == []
     assert results.count(None) == 1
 
 
-def test_processes_updating_one_message_record_lose_no_status(shared_uri):
+def test_processes_updating_one_message_record_lose_no_status(shared_storage_uri):
     start = time.time() + 2.0
-    results = _in_processes(storage_hammer.hammer_message, [(shared_uri, start, 8, f"p{i}") for i in range(4)])
+    results = _in_processes(storage_hammer.hammer_message, [(shared_storage_uri, start, 8, f"p{i}") for i in range(4)])
     assert [r for proc in results for r in proc] == ["ok"] * 32
-    record = open_storage(shared_uri).message_get("shared")
+    record = open_storage(shared_storage_uri).message_get("shared")
     # The first update kept an orphan; every one of the 32 is in its history.
     assert sorted(h["providerStatus"] for h in record["history"]) == sorted(
         f"p{i}-{j}" for i in range(4) for j in range(8))
@@ -269,9 +253,9 @@ def test_processes_updating_one_message_record_lose_no_status(shared_uri):
 
 
 def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
-    uri = f"sqlite:///{tmp_path}/fresh/state.db"
+    storage_uri = f"sqlite:///{tmp_path}/fresh/state.db"
     start = time.time() + 2.0
-    assert _in_processes(storage_hammer.open_and_hit, [(uri, start)] * 8) == ["ok"] * 8
+    assert _in_processes(storage_hammer.open_and_hit, [(storage_uri, start)] * 8) == ["ok"] * 8
 
 
 # -- SQLite specifics ------------------------------------------------------------------
@@ -562,13 +546,13 @@ def test_one_of_many_concurrent_adds_wins(storage):
     assert storage.suppression_get("+15558675310")[0] == f"s{results.index(True)}"
 
 
-def test_suppression_list_is_shared_and_survives_reopening(shared_uri):
-    first = open_storage(shared_uri)
-    second = open_storage(shared_uri)
+def test_suppression_list_is_shared_and_survives_reopening(shared_storage_uri):
+    first = open_storage(shared_storage_uri)
+    second = open_storage(shared_storage_uri)
     assert first.suppression_add("+15558675310", "inbound") is True
     assert second.suppression_get("+15558675310")[0] == "inbound"
     first.close()
-    third = open_storage(shared_uri)
+    third = open_storage(shared_storage_uri)
     assert third.suppression_get("+15558675310")[0] == "inbound"
     assert third.suppression_remove("+15558675310") is True
     assert second.suppression_get("+15558675310") is None
