@@ -30,6 +30,9 @@ def _post_all(url: str, payloads: list[dict], headers: dict | None = None) -> li
 
 def test_zero_configuration_serve_uses_the_embedded_store(fake_provider_server, fake_provider):
     with _serve(twilio_env(fake_provider_server.url)) as service:
+        deadline = time.monotonic() + 15  # /-/healthz answers once the first worker is up
+        while len(service.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(service.worker_pids()) == 2
         assert service.send(message()).status_code == 200
         assert "STORAGE_URI" not in service.env
