@@ -589,3 +589,21 @@ def test_sqlite_new_file_is_stamped_and_reopens(tmp_path):
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     SqliteStorage(path).close()
+
+
+def test_sqlite_file_of_schema_1_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    from sms_service.storage.sqlite import SCHEMA_VERSION
+
+    path = str(tmp_path / "old.db")
+    store = SqliteStorage(path)
+    store.suppression_add("+15558675310", "inbound")
+    assert store.record_reserve("idem", "v", 60_000) is None
+    store.close()
+    with sqlite3.connect(path) as conn:  # what the first release of the embedded store wrote
+        conn.execute("PRAGMA user_version = 1")
+    reopened = SqliteStorage(path)
+    assert reopened.suppression_get("+15558675310")[0] == "inbound"
+    assert reopened.record_reserve("idem", "other", 60_000) == "v"
+    reopened.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -33,7 +33,11 @@ SWEEP_EVERY_MS = 10_000
 CHECKPOINT_EVERY_S = 1.0
 
 # Stamped in the file (PRAGMA user_version); a change of the tables below is a new version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions a file may have that this one upgrades in place, because the versions between
+# only added tables (CREATE TABLE IF NOT EXISTS below creates them; nothing is altered).
+# A version that alters or drops must bring its own migration step instead.
+_UPGRADABLE_BY_ADDING_TABLES = frozenset({1})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS window_buckets (
   key TEXT NOT NULL, bucket INTEGER NOT NULL, hits INTEGER NOT NULL, expires REAL NOT NULL,
@@ -163,14 +167,16 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:
-    """Create the tables of a new file, or check that an existing one has this schema.
+    """Create the tables of a new file, upgrade an older one, or check that it has this schema.
 
-    Raises `sqlite3.DatabaseError` for a file of another schema version: it is never
-    altered or emptied, since it holds idempotency records and the opt-out list.
+    Raises `sqlite3.DatabaseError` for a file this version cannot read (newer, or
+    unversioned): it is never altered or emptied, since it holds idempotency records and
+    the opt-out list. An older file gains the new tables and keeps every row.
     """
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
-    if version != SCHEMA_VERSION and (version or tables):
+    upgradable = version in _UPGRADABLE_BY_ADDING_TABLES
+    if version != SCHEMA_VERSION and not upgradable and (version or tables):
         found = f"schema {version}" if version else "an unversioned schema (a development build)"
         raise sqlite3.DatabaseError(
             f"the file has {found}, this sms-service reads schema {SCHEMA_VERSION}; "
