@@ -55,6 +55,9 @@ MAX_ANSWER_BYTES = 1 << 20
 # base URL, a proxy), not that the provider judged the message: they are our failure.
 _MISROUTED = frozenset({404, 405, 406, 407, 408, 410, 411, 413, 414, 415, 431})
 CHUNK_BYTES = 16 << 10
+# A provider's Retry-After is passed on to our caller; past a day it is a provider's bug
+# (or a date years ahead), and a caller told "retry in a day" tries again later anyway.
+MAX_RETRY_AFTER_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -126,21 +129,23 @@ def _is_loopback(host: str) -> bool:
 
 
 def parse_retry_after(value: str | None) -> int | None:
-    """Read a ``Retry-After`` value (seconds or an HTTP date) as whole seconds >= 1."""
+    """Read a ``Retry-After`` value (seconds or an HTTP date) as whole seconds, 1 to a day."""
     if not value:
         return None
     value = value.strip()
     if not value.isascii():  # superscripts and other scripts' digits pass isdigit()
         return None
     if value.isdigit():
-        return max(1, int(value))
+        # Length first: int() refuses 4,300+ digits, and anything past 9 is past the cap.
+        digits = value.lstrip("0") or "0"
+        return MAX_RETRY_AFTER_S if len(digits) > 9 else min(MAX_RETRY_AFTER_S, max(1, int(digits)))
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None or when.tzinfo is None:
         return None
-    return max(1, math.ceil(when.timestamp() - time.time()))
+    return min(MAX_RETRY_AFTER_S, max(1, math.ceil(when.timestamp() - time.time())))
 
 
 def error_for_status(

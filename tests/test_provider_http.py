@@ -213,8 +213,16 @@ def test_parse_retry_after(value, seconds):
     assert parse_retry_after(value) == seconds
 
 
-def test_a_far_future_retry_after_date_is_read_without_error():
-    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 -2359") > 10**10
+@pytest.mark.parametrize(
+    "value", ["Fri, 31 Dec 9999 23:59:59 -2359", "86401", "9" * 10, "9" * 5000, "0" * 20 + "86401"]
+)
+def test_a_retry_after_past_a_day_is_read_as_a_day(value):
+    assert parse_retry_after(value) == 86_400
+
+
+def test_a_retry_after_of_a_day_or_less_is_kept():
+    assert parse_retry_after("86400") == 86_400
+    assert parse_retry_after("0" * 5000 + "5") == 5
 
 
 @pytest.mark.parametrize("header", ["Content-Length", "Retry-After"])
