@@ -432,16 +432,13 @@ class SqliteStorage(Storage):
 
     def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
         params = _budget_params(key, cost, limit, window_ms)
-
-        def spend(conn: sqlite3.Connection, now: float) -> tuple[int, int]:
-            rows = conn.execute(_WINDOW_BUCKETS, {**params, "now": now}).fetchall()
-            answer = _budget_answer(rows, params, now)
-            if answer[0] == 0:
-                conn.execute(_BUDGET_SPEND, {**params, "now": now})
-                return 0, answer[1] + cost
-            return answer
-
-        return self._transaction(spend)
+        # One statement, as window_acquire: a transaction of four cost a fifth of the throughput.
+        admitted, _, _ = self._execute(_BUDGET_SPEND, params)
+        if admitted:
+            return 0, int(admitted[0][0])
+        # Refused (the rare path): read the buckets for the wait.
+        rows, _, now = self._execute(_WINDOW_BUCKETS, params)
+        return _budget_answer(rows, params, now)
 
     def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
         params = _budget_params(key, cost, limit, window_ms)
@@ -459,11 +456,16 @@ class SqliteStorage(Storage):
         return max(1, math.ceil(last + wait - now))
 
 
-_BUDGET_SPEND = """
+# The rate limit's window weighted by :cost; the RETURNING subquery sees the row just
+# written, so an admitted spend comes back with the window's total after it.
+_BUDGET_SPEND = f"""
 INSERT INTO window_buckets (key, bucket, hits, expires)
-VALUES (:key, CAST(:now / :size AS INTEGER), :cost, (CAST(:now / :size AS INTEGER) + 1) * :size + :window)
+SELECT :key, CAST(:now / :size AS INTEGER), :cost, (CAST(:now / :size AS INTEGER) + 1) * :size + :window
+WHERE (SELECT coalesce(sum(hits), 0) FROM window_buckets
+       WHERE key = :key AND bucket >= {_FIRST_BUCKET}) + :cost <= :limit
 ON CONFLICT (key, bucket) DO UPDATE SET hits = hits + :cost
-"""
+RETURNING (SELECT sum(hits) FROM window_buckets WHERE key = :key AND bucket >= {_FIRST_BUCKET})
+"""  # noqa: S608  (no input is formatted in: _FIRST_BUCKET is a constant)
 _DELAY_PEEK = "SELECT k, last FROM streaks WHERE key = :key"
 
 
