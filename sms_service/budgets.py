@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -113,6 +114,7 @@ class SegmentBudgets:
         self._gauges = {country: metrics.BUDGET_USE.labels(country) for country in table.countries}
         self._other_gauge = metrics.BUDGET_USE.labels(OTHER_LABEL) if table.others else None
         self._other_use: dict[str, float] = {}
+        self._other_lock = threading.Lock()
 
     def check(self, country: str | None, segments: int, *, consume: bool) -> None:
         """Count `segments` against `country`'s budget, or with `consume` False only tell whether they fit.
@@ -149,8 +151,9 @@ class SegmentBudgets:
         if gauge is not None:
             gauge.set(ratio)
             return
-        self._other_use[country] = ratio
-        self._other_gauge.set(max(self._other_use.values()))
+        with self._other_lock:  # the request threads of this worker share the dict
+            self._other_use[country] = ratio
+            self._other_gauge.set(max(self._other_use.values()))
 
     def _warn_once(self, country: str, used: int, budget: Budget) -> None:
         # Once per window for the whole deployment: the first worker to reserve the

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 from support.payloads import fresh_receiver, message
 
@@ -251,3 +252,18 @@ def test_gauge_shows_use_with_configured_countries_and_other_only():
 def test_with_budgets_off_the_guard_is_not_even_built():
     app = create_app({"SERVICE_PROVIDER": "console"})
     assert app.extensions["sms_service"].guards.budgets is None
+
+
+def test_the_budget_fails_closed_when_its_storage_fails(monkeypatch):
+    app = budget_app(budgets="US=10/1h")
+    storage = app.extensions["sms_service"].storage
+
+    def down(*args):
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(storage, "budget_spend", down)
+    monkeypatch.setattr(storage, "budget_peek", down)
+    for route in ("/send", "/estimate"):
+        answer = app.test_client().post(route, json=message())
+        assert answer.status_code == 503, answer.json
+        assert answer.json["message"] == "shared storage is unavailable (ConnectionError); nothing was sent"
