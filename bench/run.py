@@ -1,7 +1,7 @@
 """Benchmark: how close the service comes to the limit its provider's latency sets.
 
     .venv/bin/pip install -r bench/requirements.txt
-    .venv/bin/python bench/run.py            # about 4 minutes; `make bench` does both
+    .venv/bin/python bench/run.py            # about 6 minutes; `make bench` does both
 
 Starts everything on 127.0.0.1 (fake providers, redis-server, gunicorn instances), drives
 `POST /send` with wrk and bench/send.lua, stops everything, writes
