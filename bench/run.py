@@ -1,7 +1,7 @@
 """Benchmark: how close the service comes to the limit its provider's latency sets.
 
     .venv/bin/pip install -r bench/requirements.txt
-    .venv/bin/python bench/run.py            # about 4 minutes; `make bench` does both
+    .venv/bin/python bench/run.py            # about 6 minutes; `make bench` does both
 
 Starts everything on 127.0.0.1 (fake providers, redis-server, gunicorn instances), drives
 `POST /send` with wrk and bench/send.lua, stops everything, writes
@@ -16,7 +16,10 @@ target. Scenarios, each measured side by side with its baseline in the same run:
 3. provider latency 0: service req/s / req/s of a naive relay (bench/naive_relay.py)
    under the same gunicorn settings and worker count, and the CPU time per request of each;
 4. 16 connections, provider latency 50 ms: service p50 and p99 minus the provider's;
-5. resident memory per worker, idle and after the load.
+5. resident memory per worker, idle and after the load;
+6. the cost of segment budgets: scenario 1 (and, for the CPU cost, provider latency 0) with
+   a SEGMENT_BUDGETS so large that nothing is refused, against the same without, one
+   after the other in the same run.
 
 This is a benchmark, not a test: it asserts nothing and always exits 0 once it has
 measured (non-zero only when it could not run).
@@ -73,7 +76,12 @@ TARGETS = {
     "s4_p99_ms": 11.4,
     "rss_mb": 80.0,
     "provider_headroom": 10.0,
+    "s6_ratio": 0.95,
 }
+
+# Scenario 6: every send spends from a budget (send.lua's receivers are all US numbers),
+# and none is ever refused nor warned about.
+BUDGETS_OUT_OF_THE_WAY = "US=1000000000/1d,*=1000000000/1d"
 
 # Foreign load (CPU used by processes the bench did not start), in % of one core, above
 # which the table says the machine was not quiet.
@@ -451,7 +459,8 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
 
     def start(name: str, provider: FakeProvider, **kwargs: Any) -> Gunicorn:
         print(f"- starting {name}", flush=True)
-        instance = Gunicorn(stack, name, provider, extra_env=extra, tmp=tmp, **kwargs)
+        own_env = kwargs.pop("extra_env", {})
+        instance = Gunicorn(stack, name, provider, extra_env={**extra, **own_env}, tmp=tmp, **kwargs)
         instances[name] = {"workers": instance.workers, "env": instance.env}
         return instance
 
@@ -515,6 +524,20 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
         runs["s4_service"] = wrk.measure("service", svc.url + "/send", 16, instance=svc, provider=p50)
         mem.append(memory(svc, "after load"))
         svc.stop()
+
+    if "6" in selected:
+        print("scenario 6: segment budgets on vs off, provider latency 100 ms and 0 ms, 64 connections",
+              flush=True)
+        for latency in (100, 0):
+            provider = providers[latency]
+            for budgets in (False, True):
+                name = f"s6-{latency}ms-{'budgets' if budgets else 'no-budgets'}"
+                env = {"SEGMENT_BUDGETS": BUDGETS_OUT_OF_THE_WAY} if budgets else {}
+                svc = start(name, provider, extra_env=env)
+                runs[f"s6_{latency}ms_{'budgets' if budgets else 'off'}"] = wrk.measure(
+                    f"service, {latency} ms, budgets {'on' if budgets else 'off'}", svc.url + "/send", 64,
+                    instance=svc, provider=provider)
+                svc.stop()
 
     return {"runs": runs, "memory": mem, "instances": instances}
 
@@ -593,6 +616,13 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{worst['max_mb']:.1f} MB ({worst['instance']})", "-", worst["max_mb"],
                 f"{worst['max_mb']:.1f} MB", TARGETS["rss_mb"], f"<= {TARGETS['rss_mb']:g} MB",
                 higher=False)
+    for latency, target in ((100, TARGETS["s6_ratio"]), (0, None)):
+        key, base = f"s6_{latency}ms_budgets", f"s6_{latency}ms_off"
+        if key in runs and base in runs:
+            value = ratio(key, base)
+            row("6", f"budgets on (nothing refused) vs off: provider {latency} ms, 64 conns, zero config",
+                rps(key), f"{rps(base)} (budgets off)", value, f"{value:.2f}" if value is not None else "-",
+                target, f">= {target:.2f}" if target else "-")
     if "provider_capacity_0ms_64c" in runs and "s3_service" in runs:
         value = ratio("provider_capacity_0ms_64c", "s3_service")
         row("-", "bench check: fake provider capacity / service req/s at 0 ms",
@@ -670,8 +700,8 @@ def main() -> int:
                         help="wrk threads (default 1: leave the cores to what is measured)")
     parser.add_argument("--redis-workers", type=int, default=max(2, os.cpu_count() or 2),
                         help="gunicorn workers of scenario 2 (default: cores, at least 2)")
-    parser.add_argument("--scenarios", default="1,2,3,4", type=lambda s: [x.strip() for x in s.split(",")],
-                        help="comma-separated subset of 1,2,3,4 (5, memory, comes with each)")
+    parser.add_argument("--scenarios", default="1,2,3,4,6", type=lambda s: [x.strip() for x in s.split(",")],
+                        help="comma-separated subset of 1,2,3,4,6 (5, memory, comes with each)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every gunicorn instance (an experiment, not the "
                              "defaults: recorded in the results)")

@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from sms_service import errors, metrics, ops, send
+from sms_service import errors, estimate, metrics, ops, send
 from sms_service.config import Settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.guards import Guards
@@ -115,6 +115,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     app.extensions["sms_service"] = services
     api = errors.init_app(app)
     api.register_blueprint(send.bp)
+    api.register_blueprint(estimate.bp)
     api.register_blueprint(status_routes.bp)
     api.spec.components.security_scheme(
         "adminKey", {"type": "http", "scheme": "bearer", "description": "one of ADMIN_API_KEYS"})

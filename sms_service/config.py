@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sms_service.budgets import BudgetTable, parse_budgets
 from sms_service.durations import parse_duration_ms
 from sms_service.exceptions import ConfigError
 from sms_service.phone import NUMBER_TYPES
@@ -44,6 +45,7 @@ class Settings:
     callback_secret: str | None = field(default=None, repr=False)
     message_ttl: float = 604_800
     admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    segment_budgets: BudgetTable | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -89,6 +91,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         callback_secret=_secret(env, "CALLBACK_SECRET"),
         message_ttl=_seconds_at_most(env, "MESSAGE_TTL", 604_800, 366 * 86_400),
         admin_api_keys=_admin_api_keys(env, "ADMIN_API_KEYS", "API_KEYS"),
+        segment_budgets=_budgets(env, "SEGMENT_BUDGETS"),
         env=env,
     )
     return settings
@@ -215,6 +218,16 @@ def _number_types(env: Mapping[str, str], name: str, default: str) -> frozenset[
             f"{name} has unknown number types {', '.join(bad)}; known: {', '.join(sorted(NUMBER_TYPES))}"
         )
     return types
+
+
+def _budgets(env: Mapping[str, str], name: str) -> BudgetTable | None:
+    text = _raw(env, name, "")
+    if not text:
+        return None
+    try:
+        return parse_budgets(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
 
 
 def _admin_api_keys(env: Mapping[str, str], name: str, senders: str) -> tuple[str, ...]:

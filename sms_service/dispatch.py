@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from sms_service import metrics
+from sms_service import metrics, phone
 from sms_service.exceptions import ProviderError, ReceiverUnsubscribed
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
@@ -43,11 +43,8 @@ class Dispatcher:
         caller's key identity) before this returns. Raises a `GuardRejection`,
         `StorageUnavailable` or `ProviderError`.
         """
-        self.guards.check_destination(receiver)
-        self.guards.check_suppression(receiver)
-        self.guards.check_delay(receiver)
-        self.guards.check_balance()
         segments = count_segments(body)
+        self.guards.admit(receiver, segments.count)
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
                           status_callback=self.callback_url)
@@ -77,6 +74,23 @@ class Dispatcher:
         }
         log.debug("message accepted by provider", extra=fields)
         return answer, fields
+
+    def estimate(self, receiver: str, body: str) -> dict[str, str]:
+        """What `send` would do now, without sending or consuming anything: the same guards
+        in check mode, then what the message would be.
+
+        Returns the estimate as the API's five strings. Raises what `send` would raise
+        before its provider call: a `GuardRejection` or `StorageUnavailable`.
+        """
+        segments = count_segments(body)
+        self.guards.admit(receiver, segments.count, consume=False)
+        return {
+            "numSegments": str(segments.count),
+            "encoding": segments.encoding,
+            "country": phone.region_of(receiver) or "unknown",
+            "numberType": phone.type_of(receiver),
+            "provider": self.provider_name,
+        }
 
     def _observe(self, outcome: str, started: float) -> float:
         elapsed = time.perf_counter() - started

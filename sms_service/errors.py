@@ -24,6 +24,7 @@ from sms_service.exceptions import (
     IdempotencyConflict,
     IdempotencyKeyInvalid,
     IdempotencyMismatch,
+    MessageOverBudget,
     MessageRejected,
     ProviderAuthError,
     ProviderError,
@@ -34,6 +35,7 @@ from sms_service.exceptions import (
     RateLimitExceeded,
     ReceiverSuppressed,
     ReceiverTooSoon,
+    SegmentBudgetExceeded,
     SmsServiceError,
     StorageUnavailable,
 )
@@ -47,6 +49,8 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (ReceiverTooSoon, 429),
     (DestinationRefused, 403),
     (ReceiverSuppressed, 403),
+    (SegmentBudgetExceeded, 429),
+    (MessageOverBudget, 403),
     (BalanceExhausted, 503),
     (BalanceUnavailable, 503),
     (StorageUnavailable, 503),
@@ -143,9 +147,9 @@ def handle_service_error(exc: SmsServiceError) -> Response:
     """Answer a service exception with its mapped status and, for 429, Retry-After."""
     status = status_for(exc)
     g.outcome = exc.reason
-    # Requests refused before a provider call: a storage failure of a callback or of
-    # GET /messages refuses no send.
-    if isinstance(exc, GuardRejection) or (isinstance(exc, StorageUnavailable) and request.path == "/send"):
+    # Sends refused before a provider call: a storage failure of a callback or of
+    # GET /messages refuses no send, nor does an estimate's answer.
+    if request.path == "/send" and isinstance(exc, GuardRejection | StorageUnavailable):
         metrics.GUARD_REJECTIONS.labels(getattr(exc, "guard", "storage")).inc()
     if isinstance(exc, ProviderAuthError):
         log.error("provider refused our credentials", extra=_provider_fields(exc))

@@ -157,6 +157,20 @@ class BalanceUnavailable(GuardRejection):
     guard = "balance"
 
 
+class SegmentBudgetExceeded(GuardRejection):
+    """Raised when a message's segments would take its country over its SEGMENT_BUDGETS budget."""
+
+    reason = "segment_budget"
+    guard = "segment_budget"
+
+
+class MessageOverBudget(GuardRejection):
+    """Raised when a message has more segments than its country's whole budget: it can never go."""
+
+    reason = "segment_budget_too_small"
+    guard = "segment_budget"
+
+
 class StorageUnavailable(SmsServiceError):
     """Raised when the guards' shared storage cannot be reached (fail closed)."""
 

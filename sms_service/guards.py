@@ -1,7 +1,10 @@
-"""Anti-pumping guards: global rate limit, destination policy, opt-outs, per-receiver delay, balance.
+"""Anti-pumping guards: global rate limit, destination policy, opt-outs, per-receiver delay,
+segment budgets, balance.
 
 They run before any provider call, in the order of SPEC section 6, and know nothing of
-Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refuse.
+Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refuse. One
+pipeline (`Guards.admit`) serves /send, which consumes the delay and the budget, and
+/estimate, which runs the very same checks without consuming anything.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import math
 
 from sms_service import metrics, phone
+from sms_service.budgets import SegmentBudgets
 from sms_service.config import Settings
 from sms_service.durations import format_duration
 from sms_service.exceptions import (
@@ -38,6 +42,24 @@ class Guards:
         self._window_ms = math.ceil(settings.rate_limit_window_ms)
         self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
         self.suppression = SuppressionList(storage)
+        table = settings.segment_budgets
+        self.budgets = SegmentBudgets(table, storage) if table is not None else None
+
+    def admit(self, receiver: str, segments: int, *, consume: bool = True) -> None:
+        """Run the guards that follow validation, in order: destination policy, opt-out,
+        delay, segment budget, balance.
+
+        With `consume` (a send) the delay and the budget are spent; without it (an
+        estimate) each guard only says whether it would refuse, and nothing is counted,
+        so the same send still passes afterwards. Raises the first refusal's
+        `GuardRejection`, or `StorageUnavailable`.
+        """
+        self.check_destination(receiver)
+        self.check_suppression(receiver, consume=consume)
+        self.check_delay(receiver, consume=consume)
+        if self.budgets is not None:
+            self.budgets.check(phone.region_of(receiver), segments, consume=consume)
+        self.check_balance()
 
     def check_rate_limit(self) -> None:
         """Count one /send request against the deployment-wide limit.
@@ -72,22 +94,26 @@ class Guards:
         if number_type in blocked:
             raise DestinationRefused(f"receiver: {number_type.lower().replace('_', '-')} numbers are blocked")
 
-    def check_suppression(self, receiver: str) -> None:
+    def check_suppression(self, receiver: str, *, consume: bool = True) -> None:
         """Refuse a receiver on the suppression list (it opted out): one key read.
 
-        Raises `ReceiverSuppressed`, or `StorageUnavailable` (fail closed).
+        Only a refused send (`consume`) is counted in the metrics. Raises
+        `ReceiverSuppressed`, or `StorageUnavailable` (fail closed).
         """
         if self.suppression.is_suppressed(receiver):
-            metrics.SUPPRESSED_SENDS.inc()
+            if consume:
+                metrics.SUPPRESSED_SENDS.inc()
             raise ReceiverSuppressed("receiver: this number has opted out")
 
-    def check_delay(self, receiver: str) -> None:
-        """Apply the exponential delay of one receiver, recording the message when it may go.
+    def check_delay(self, receiver: str, *, consume: bool = True) -> None:
+        """Apply the exponential delay of one receiver, recording the message when it may go
+        (with `consume`; without it, only tell whether it may).
 
         Raises `ReceiverTooSoon` with the seconds left, or `StorageUnavailable`.
         """
         key = hashlib.sha256(f"sms-service:{phone.canonical(receiver)}".encode()).hexdigest()
-        wait_ms = self.storage.guarded(lambda: self.storage.delay_acquire(key, self._reset_after_ms))
+        operation = self.storage.delay_acquire if consume else self.storage.delay_peek
+        wait_ms = self.storage.guarded(lambda: operation(key, self._reset_after_ms))
         if wait_ms > 0:
             raise ReceiverTooSoon(
                 "receiver: too many messages to this number, wait before sending again",

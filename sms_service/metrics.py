@@ -11,6 +11,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -47,6 +48,16 @@ SUPPRESSIONS_REMOVED = Counter(
 )
 SUPPRESSED_SENDS = Counter(
     "sms_suppressed_sends_total", "Sends refused because the receiver opted out",
+)
+
+BUDGET_USE = Gauge(
+    "sms_segment_budget_use_ratio",
+    "Share of each country's SEGMENT_BUDGETS budget used in its window, as of the last send "
+    "or estimate to it (country: configured ISO codes, or other for the fullest of the rest)",
+    ["country"], multiprocess_mode="mostrecent",
+)
+ESTIMATE_REQUESTS = Counter(
+    "sms_estimate_requests_total", "Requests to POST /estimate by outcome", ["status_class", "reason"],
 )
 
 

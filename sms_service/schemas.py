@@ -133,3 +133,21 @@ class ErrorSchema(ma.Schema):
     error = fields.String(required=True, metadata={"example": "Bad Request"})
     message = fields.String(required=True,
                             metadata={"example": "receiver: not an E.164 phone number"})
+
+
+class EstimateSchema(ma.Schema):
+    """Body of a 200 answer to POST /estimate: what /send would send, as strings."""
+
+    numSegments = fields.String(
+        required=True, metadata={"description": "SMS segments the message would take (the service's own "
+                                                "GSM-7/UCS-2 count; it is what the segment budget counts)",
+                                 "example": "1"})
+    encoding = fields.String(required=True, metadata={"description": "GSM-7 or UCS-2", "example": "GSM-7",
+                                                      "enum": ["GSM-7", "UCS-2"]})
+    country = fields.String(required=True, metadata={"description": "ISO 3166 alpha-2 code of the "
+                                                      "destination, or unknown", "example": "US"})
+    numberType = fields.String(required=True, metadata={"description": "phonenumbers type of the receiver "
+                                                        "(MOBILE, FIXED_LINE_OR_MOBILE, ...)",
+                                                        "example": "FIXED_LINE_OR_MOBILE"})
+    provider = fields.String(required=True, metadata={"description": "provider the message would go to",
+                                                      "example": "twilio"})

@@ -37,12 +37,13 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying aga
 ERROR_STATUSES = {
     400: ("invalid request, or the provider rejected the message", None),
     401: ("API_KEYS is set and the bearer key is missing or wrong", None),
-    403: ("destination country or number type not allowed", None),
+    403: ("destination country or number type not allowed, receiver opted out, or more segments "
+          "than the country's whole SEGMENT_BUDGETS budget", None),
     409: ("a request with the same Idempotency-Key is still in progress", RETRY_AFTER),
     413: ("request body over 16 KiB", None),
     415: ("Content-Type is not application/json", None),
     422: ("Idempotency-Key reused with a different request", None),
-    429: ("rate limit, receiver delay, or provider throttling", RETRY_AFTER),
+    429: ("rate limit, receiver delay, the country's segment budget, or provider throttling", RETRY_AFTER),
     500: ("unexpected error", None),
     502: ("provider failed, refused our credentials, or answered garbage", None),
     503: ("balance empty or unknown, or shared storage unavailable", None),

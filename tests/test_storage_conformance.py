@@ -607,3 +607,90 @@ def test_sqlite_file_of_schema_1_is_upgraded_in_place_and_keeps_its_rows(tmp_pat
     reopened.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+# -- segment budgets and estimates (SPEC section 14) -----------------------------------
+
+
+def test_budget_admits_costs_up_to_the_limit_and_refuses_without_counting(storage):
+    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 3)
+    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 6)
+    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 9)
+    wait, used = storage.budget_spend("US", 3, 10, 60_000)
+    assert 1 <= wait <= 60_000 + 601 and used == 9
+    # The refusal counted nothing: one unit still fits, exactly.
+    assert storage.budget_spend("US", 1, 10, 60_000) == (0, 10)
+    assert storage.budget_spend("US", 1, 10, 60_000)[0] >= 1
+    # Another key is another budget.
+    assert storage.budget_spend("IN", 10, 10, 60_000) == (0, 10)
+
+
+def test_budget_peek_answers_like_spend_and_counts_nothing(storage):
+    assert storage.budget_peek("FR", 4, 5, 60_000) == (0, 0)
+    assert storage.budget_peek("FR", 4, 5, 60_000) == (0, 0)
+    assert storage.budget_spend("FR", 4, 5, 60_000) == (0, 4)
+    assert storage.budget_peek("FR", 1, 5, 60_000) == (0, 4)
+    peek_wait, used = storage.budget_peek("FR", 2, 5, 60_000)
+    assert used == 4 and peek_wait >= 1
+    spend_wait, used = storage.budget_spend("FR", 2, 5, 60_000)
+    assert used == 4 and abs(spend_wait - peek_wait) <= 50
+    assert storage.budget_spend("FR", 1, 5, 60_000) == (0, 5)
+
+
+def test_budget_slides_and_its_wait_is_for_this_cost(storage, storage_uri):
+    window = 1000
+    slack = _slack_ms(storage_uri, window)
+    assert storage.budget_spend("s", 2, 4, window)[0] == 0
+    time.sleep(0.4)
+    assert storage.budget_spend("s", 2, 4, window)[0] == 0
+    # A cost of 2 fits once the first entry leaves (~0.6 s), a cost of 4 only once both have (~1 s).
+    wait_2 = storage.budget_peek("s", 2, 4, window)[0]
+    wait_4 = storage.budget_peek("s", 4, 4, window)[0]
+    assert 500 <= wait_2 <= 600 + slack, wait_2
+    assert 900 <= wait_4 <= 1000 + slack, wait_4
+    time.sleep((wait_2 + 30) / 1000)
+    assert storage.budget_spend("s", 3, 4, window)[0] >= 1  # only the first entry has left
+    assert storage.budget_spend("s", 2, 4, window)[0] == 0  # it slid; not reset at a boundary
+    assert storage.budget_spend("s", 1, 4, window)[0] >= 1
+
+
+def _spend_all(storage, costs, limit, window_ms, key="crowd"):
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda cost: (cost, storage.budget_spend(key, cost, limit, window_ms)[0]), costs))
+
+
+def test_budget_exact_under_concurrency(storage):
+    # Budget 10, twelve 3-segment messages at once: exactly three go out.
+    results = _spend_all(storage, [3] * 12, 10, 60_000)
+    assert sum(1 for _, wait in results if wait == 0) == 3
+    # A mix of 1 and 2 never exceeds the budget; it is full but for at most one unit
+    # (when every 1 went first, the 2s stop at 24).
+    mixed = _spend_all(storage, [2, 1] * 20, 25, 60_000, key="mixed")
+    assert 24 <= sum(cost for cost, wait in mixed if wait == 0) <= 25
+
+
+def test_delay_peek_answers_like_acquire_and_records_nothing(storage):
+    assert storage.delay_peek("p", 60_000) == 0
+    assert storage.delay_peek("p", 60_000) == 0
+    assert storage.delay_acquire("p", 60_000) == 0
+    peek = storage.delay_peek("p", 60_000)
+    assert 900 <= peek <= 1000
+    assert abs(storage.delay_acquire("p", 60_000) - peek) <= 50
+    time.sleep(1.05)
+    assert storage.delay_peek("p", 60_000) == 0
+    assert storage.delay_peek("p", 60_000) == 0
+    assert storage.delay_acquire("p", 60_000) == 0  # the peeks did not take the slot
+    assert 1900 <= storage.delay_peek("p", 60_000) <= 2000
+    time.sleep(0.55)
+    assert storage.delay_peek("p", 500) == 0  # past a reset of 0.5 s: a new streak would start
+    assert storage.delay_peek("p", 60_000) >= 1
+
+
+def test_processes_spending_one_budget_never_exceed_it(shared_storage_uri):
+    start = time.time() + 2.0
+    per_process = _in_processes(storage_hammer.hammer_budget,
+                                [(shared_storage_uri, start, 6, [3, 2, 1, 2], 40, 60_000)] * 4)
+    outcomes = [o for proc in per_process for o in proc]
+    assert [o for o in outcomes if isinstance(o, str)] == []
+    spent = sum(cost for thread in outcomes for cost, wait in thread if wait == 0)
+    assert 38 <= spent <= 40  # never over; full but for less than the largest cost

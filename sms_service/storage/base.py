@@ -128,3 +128,30 @@ class Storage(abc.ABC):
             raise StorageUnavailable(
                 f"shared storage is unavailable ({type(exc).__name__}); nothing was sent"
             ) from None
+
+    # -- segment budgets and estimates (SPEC section 14) --------------------------------
+    #
+    # Not `limits`' MovingWindow with a cost: it has no SQLite storage, and its window
+    # keeps one entry per unit of cost (a day's budget of 20,000 segments is a list of
+    # 20,000 on every hit). These windows keep one entry per admitted message (SQLite:
+    # per bucket) and a running total, so a hit costs the same whatever the budget.
+
+    @abc.abstractmethod
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        """Count `cost` units in the weighted moving window `key` unless it would then hold more than `limit`.
+
+        The promise: in any span of `window_ms`, the units admitted total at most
+        `limit` (SQLite errs strict by up to a hundredth of the window, never loose).
+        `cost` is 1 to `limit`. Returns `(wait_ms, used)`: `wait_ms` is 0 when admitted
+        (and counted), else the milliseconds until enough units have left the window for
+        `cost` to fit (>= 1), and a refusal counts nothing; `used` is the units in the
+        window after the call.
+        """
+
+    @abc.abstractmethod
+    def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        """Answer what `budget_spend` would answer now, counting nothing."""
+
+    @abc.abstractmethod
+    def delay_peek(self, key: str, reset_after_ms: int) -> int:
+        """Answer what `delay_acquire` would answer now (0, or the milliseconds left), recording nothing."""

@@ -33,6 +33,7 @@ class MemoryStorage(Storage):
         self._messages: dict[str, tuple[float, dict[str, Any]]] = {}
         self._suppressed: dict[str, tuple[str, int]] = {}
         self._next_sweep = 0.0
+        self._budgets: dict[str, tuple[deque[tuple[float, int]], int]] = {}
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         with self._lock:
@@ -159,3 +160,43 @@ class MemoryStorage(Storage):
 
     def ping(self) -> bool:
         return True
+
+    # -- segment budgets and estimates (SPEC section 14) --------------------------------
+
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        return self._budget(key, cost, limit, window_ms, consume=True)
+
+    def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        return self._budget(key, cost, limit, window_ms, consume=False)
+
+    def _budget(self, key: str, cost: int, limit: int, window_ms: int, *, consume: bool) -> tuple[int, int]:
+        with self._lock:
+            now = _now_ms()
+            entries, total = self._budgets.get(key, (None, 0))
+            if entries is None:
+                entries = deque()
+            while entries and entries[0][0] <= now - window_ms:
+                total -= entries.popleft()[1]
+            if total + cost <= limit:
+                if consume:
+                    entries.append((now, cost))
+                    total += cost
+                self._budgets[key] = (entries, total)
+                return 0, total
+            self._budgets[key] = (entries, total)
+            # Each entry is at least one unit: the wait is decided within the oldest `need`.
+            need, freed = total + cost - limit, 0
+            for when, units in entries:
+                freed += units
+                if freed >= need:
+                    return max(1, math.ceil(when + window_ms - now)), total
+            return max(1, window_ms), total  # pragma: no cover  (total is the entries' sum)
+
+    def delay_peek(self, key: str, reset_after_ms: int) -> int:
+        with self._lock:
+            now = _now_ms()
+            k, last, _ = self._streaks.get(key, (0, -math.inf, 0.0))
+            if not k or now - last >= reset_after_ms:
+                return 0
+            wait = 1000 * 2 ** (k - 1)
+            return max(1, math.ceil(last + wait - now)) if now - last < wait else 0

@@ -166,6 +166,82 @@ return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%
 """
 
 
+# -- segment budgets and estimates (SPEC section 14) -----------------------------------
+
+# KEYS[1] lists the admitted messages of the window, newest first, as "time:cost";
+# KEYS[2] holds their total, so a hit reads only the entries leaving the window. Both
+# live as long as the newest entry counts. ARGV[4] is 1 to count the cost, 0 to peek
+# (a peek only forgets entries that have left the window, which changes no answer).
+_BUDGET_SCRIPT = _NOW + """
+local cost = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local consume = ARGV[4] == '1'
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+local pruned = false
+while true do
+  local oldest = redis.call('LINDEX', KEYS[1], -1)
+  if not oldest then
+    total = 0
+    break
+  end
+  local sep = string.find(oldest, ':', 1, true)
+  if now - tonumber(string.sub(oldest, 1, sep - 1)) < window then
+    break
+  end
+  redis.call('RPOP', KEYS[1])
+  total = total - tonumber(string.sub(oldest, sep + 1))
+  pruned = true
+end
+if total + cost <= limit then
+  if consume then
+    total = total + cost
+    redis.call('LPUSH', KEYS[1], now .. ':' .. cost)
+    redis.call('PEXPIRE', KEYS[1], window)
+    redis.call('SET', KEYS[2], total, 'PX', window)
+    return {0, total}
+  end
+end
+if pruned then
+  if total > 0 then
+    redis.call('SET', KEYS[2], total, 'KEEPTTL')
+  else
+    redis.call('DEL', KEYS[1], KEYS[2])
+  end
+end
+if total + cost <= limit then
+  return {0, total}
+end
+-- Each entry is at least one unit: the wait is decided within the oldest `need`.
+local need = total + cost - limit
+local freed = 0
+local oldest = redis.call('LRANGE', KEYS[1], -need, -1)
+for i = #oldest, 1, -1 do
+  local sep = string.find(oldest[i], ':', 1, true)
+  freed = freed + tonumber(string.sub(oldest[i], sep + 1))
+  if freed >= need then
+    return {math.max(1, tonumber(string.sub(oldest[i], 1, sep - 1)) + window - now), total}
+  end
+end
+return {math.max(1, window), total}
+"""
+
+_DELAY_PEEK_SCRIPT = _NOW + """
+local reset = tonumber(ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'k', 'last')
+local k = tonumber(state[1])
+local last = tonumber(state[2])
+if not (k and last) or now - last >= reset then
+  return 0
+end
+local wait = 1000 * 2 ^ (k - 1)
+if now - last < wait then
+  return math.ceil(last + wait - now)
+end
+return 0
+"""
+
+
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
 
@@ -191,6 +267,8 @@ class RedisStorage(Storage):
         self._message_create = register(_MESSAGE_CREATE_SCRIPT)
         self._message_update = register(_MESSAGE_UPDATE_SCRIPT)
         self._suppress_add = register(_SUPPRESS_ADD_SCRIPT)
+        self._budget = register(_BUDGET_SCRIPT)
+        self._delay_peek = register(_DELAY_PEEK_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -248,6 +326,23 @@ class RedisStorage(Storage):
 
     def close(self) -> None:
         self.pool.disconnect()
+
+    # -- segment budgets and estimates (SPEC section 14) --------------------------------
+
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        return self._run_budget(key, cost, limit, window_ms, 1)
+
+    def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        return self._run_budget(key, cost, limit, window_ms, 0)
+
+    def _run_budget(self, key: str, cost: int, limit: int, window_ms: int, consume: int) -> tuple[int, int]:
+        # One hash tag: both keys land on one Redis Cluster slot, as a script needs.
+        keys = [f"{KEY_PREFIX}:budget:{{{key}}}", f"{KEY_PREFIX}:budget:{{{key}}}:total"]
+        wait, used = self._budget(keys=keys, args=[cost, limit, window_ms, consume])
+        return int(wait), int(used)
+
+    def delay_peek(self, key: str, reset_after_ms: int) -> int:
+        return int(self._delay_peek(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
 
 
 def _decoded(value: bytes) -> dict[str, Any]:

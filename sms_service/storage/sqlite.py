@@ -424,3 +424,66 @@ class SqliteStorage(Storage):
                 pass
         self._connections.clear()
         self._local = threading.local()
+
+    # -- segment budgets and estimates (SPEC section 14) --------------------------------
+    #
+    # A budget is a moving window of the rate limit's kind (buckets in window_buckets,
+    # under keys of their own), weighted: a bucket holds the units admitted in it.
+
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        params = _budget_params(key, cost, limit, window_ms)
+        # One statement, as window_acquire: a transaction of four cost a fifth of the throughput.
+        admitted, _, _ = self._execute(_BUDGET_SPEND, params)
+        if admitted:
+            return 0, int(admitted[0][0])
+        # Refused (the rare path): read the buckets for the wait.
+        rows, _, now = self._execute(_WINDOW_BUCKETS, params)
+        return _budget_answer(rows, params, now)
+
+    def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+        params = _budget_params(key, cost, limit, window_ms)
+        rows, _, now = self._execute(_WINDOW_BUCKETS, params)
+        return _budget_answer(rows, params, now)
+
+    def delay_peek(self, key: str, reset_after_ms: int) -> int:
+        rows, _, now = self._execute(_DELAY_PEEK, {"key": key})
+        if not rows:
+            return 0
+        k, last = rows[0]
+        wait = 1000 * 2 ** (k - 1)
+        if now - last >= reset_after_ms or now - last >= wait:
+            return 0
+        return max(1, math.ceil(last + wait - now))
+
+
+# The rate limit's window weighted by :cost; the RETURNING subquery sees the row just
+# written, so an admitted spend comes back with the window's total after it.
+_BUDGET_SPEND = f"""
+INSERT INTO window_buckets (key, bucket, hits, expires)
+SELECT :key, CAST(:now / :size AS INTEGER), :cost, (CAST(:now / :size AS INTEGER) + 1) * :size + :window
+WHERE (SELECT coalesce(sum(hits), 0) FROM window_buckets
+       WHERE key = :key AND bucket >= {_FIRST_BUCKET}) + :cost <= :limit
+ON CONFLICT (key, bucket) DO UPDATE SET hits = hits + :cost
+RETURNING (SELECT sum(hits) FROM window_buckets WHERE key = :key AND bucket >= {_FIRST_BUCKET})
+"""  # noqa: S608  (no input is formatted in: _FIRST_BUCKET is a constant)
+_DELAY_PEEK = "SELECT k, last FROM streaks WHERE key = :key"
+
+
+def _budget_params(key: str, cost: int, limit: int, window_ms: int) -> dict[str, Any]:
+    size = max(1, math.ceil(window_ms / WINDOW_BUCKETS))
+    return {"key": f"budget:{key}:{size}", "size": size, "window": window_ms, "limit": limit, "cost": cost}
+
+
+def _budget_answer(rows: list[tuple], params: dict[str, Any], now: float) -> tuple[int, int]:
+    """`(0, used)` when `cost` fits in the buckets `rows`, else the wait until it does, and `used`."""
+    used = sum(hits for _, hits in rows)
+    cost, limit, size, window = params["cost"], params["limit"], params["size"], params["window"]
+    if used + cost <= limit:
+        return 0, used
+    # The oldest buckets leave first; a bucket leaves once all of it is past the window.
+    left = used
+    for bucket, hits in rows:
+        left -= hits
+        if left + cost <= limit:
+            return max(1, math.ceil((bucket + 1) * size + window - now)), used
+    return max(1, window), used

@@ -103,3 +103,16 @@ def hammer_message(uri: str, start_at: float, threads: int, name: str):
         return "ok"
 
     return _threads(threads, work)
+
+
+def hammer_budget(uri: str, start_at: float, threads: int, costs: list[int], limit: int, window_ms: int):
+    """Spend `costs` (three rounds) from `threads` threads on one budget; return [(cost, wait) ...] or errors."""
+    storage = open_storage(uri)
+    _wait_until(start_at)
+
+    def work():
+        return [(cost, storage.budget_spend("hammer", cost, limit, window_ms)[0]) for cost in costs * 3]
+
+    results = _threads(threads, work)
+    storage.close()
+    return results
