@@ -44,6 +44,7 @@ class WebhookReceiver:
         self.mode = "ok"
         self.hang_s = 30.0
         self.attempts: list[Received] = []
+        self.hanging = 0  # requests held open right now
         self.lock = threading.Lock()
         self.released = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -81,6 +82,11 @@ class WebhookReceiver:
     def delivered_ids(self) -> list[str]:
         return [r.webhook_id for r in self.delivered]
 
+    def ids_once(self) -> bool:
+        """Tell whether no event was delivered twice."""
+        ids = self.delivered_ids()
+        return len(ids) == len(set(ids))
+
     def unverified(self) -> list[Received]:
         with self.lock:
             return [r for r in self.attempts if not r.verified]
@@ -114,7 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
             mode = receiver.mode
         status = 401 if not verified else {"ok": 204, "error500": 500, "redirect": 302, "hang": 200}[mode]
         if mode == "hang":
+            with receiver.lock:
+                receiver.hanging += 1
             receiver.released.wait(receiver.hang_s)
+            with receiver.lock:
+                receiver.hanging -= 1
         # A hung attempt counts as not answered: its client has given up by now.
         answered = 0 if mode == "hang" else status
         with receiver.lock:
