@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 from support.payloads import message
-from support.service import Service
+from support.service import Service, twilio_env
 from support.webhook_receiver import SECRET, WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -188,3 +188,17 @@ def test_a_hanging_receiver_leaves_send_and_callbacks_as_fast_as_before(receiver
             time.sleep(0.1)
         assert pending == set()
         receiver.set_mode("ok")
+
+
+def test_a_report_that_beats_the_sends_answer_still_makes_one_event(receiver, fake_provider):
+    service = Service({**twilio_env(fake_provider.url), "STATUS_WEBHOOK_URL": receiver.url,
+                       "STATUS_WEBHOOK_SECRET": SECRET}, workers=1)
+    service.env["PUBLIC_BASE_URL"] = service.url
+    with service:
+        fake_provider.callback_first = "delivered"
+        sid = send(service)
+        assert fake_provider.early_answers == [200]  # kept as an orphan, merged by the send
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 10)
+        time.sleep(1.5)
+        assert delivered_events(receiver) == [(sid, "delivered")]
+        assert [h["status"] for h in receiver.delivered[0].event["data"]["history"]] == ["queued", "delivered"]

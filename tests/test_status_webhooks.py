@@ -383,3 +383,26 @@ def test_concurrent_attempts_do_not_wait_for_each_other(receiver):
         assert time.monotonic() - started < 6
     finally:
         deliverer.stop()
+
+
+def test_the_deliverer_survives_a_surprise_and_a_storage_outage(receiver, caplog):
+    storage = open_storage("memory://")
+    _store_with_event(storage)
+    real_claim = storage.webhook_claim
+    failures = iter([ValueError("an unreadable row"), OSError("storage down")])
+
+    def claim(limit, lease_ms):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_claim(limit, lease_ms)
+
+    storage.webhook_claim = claim
+    deliverer = _deliverer(storage, receiver.url, poll_s=0.1)
+    deliverer.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="sms_service.status.deliverer"):
+            assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 5)
+    finally:
+        deliverer.stop()
+    assert any("deliverer error (ValueError)" in r.getMessage() for r in caplog.records)

@@ -28,6 +28,7 @@ THREADS = 8
 # A claim hides its event from other workers this long: past the attempt's deadline and
 # the storage calls around it. A worker killed mid-attempt has its events back after it.
 LEASE_MS = 15_000
+DUE_MARGIN_S = 0.02
 # A storage that fails every poll is said once a minute, not once a second.
 COMPLAINT_EVERY_S = 60.0
 
@@ -97,14 +98,22 @@ class Deliverer:
         next_stats = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
-            self._claim_and_start()
-            now = time.monotonic()
-            if now >= next_stats:  # the gauges cost one read a second, never a request's time
-                next_stats = now + POLL_S
-                self._refresh_gauges()
+            try:
+                self._claim_and_start()
+                now = time.monotonic()
+                if now >= next_stats:  # the gauges cost one read a second, never a request's time
+                    next_stats = now + POLL_S
+                    self._refresh_gauges()
+            except Exception as exc:
+                # The thread must outlive any surprise (an unreadable row, say): a dead
+                # deliverer would leave this worker's share of the outbox to the others.
+                self._complain(f"status webhook deliverer error ({type(exc).__name__}); it goes on")
+                now = time.monotonic()
             with self._lock:
-                wait = min(self.poll_s, max(0.0, self._next_local_due - now))
-                if self._next_local_due <= now + wait:
+                # A retry this worker scheduled is looked for when due (a little after: the
+                # storage's clock may be Redis's), not at the next poll, so 1 s stays 1 s.
+                wait = min(self.poll_s, max(0.0, self._next_local_due + DUE_MARGIN_S - now))
+                if self._next_local_due + DUE_MARGIN_S <= now + wait:
                     self._next_local_due = float("inf")
             self._wake.wait(wait)
 
