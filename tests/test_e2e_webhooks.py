@@ -202,3 +202,26 @@ def test_a_report_that_beats_the_sends_answer_still_makes_one_event(receiver, fa
         time.sleep(1.5)
         assert delivered_events(receiver) == [(sid, "delivered")]
         assert [h["status"] for h in receiver.delivered[0].event["data"]["history"]] == ["queued", "delivered"]
+
+
+def test_sigterm_with_attempts_in_flight_waits_for_their_deadline_and_keeps_the_events(receiver, tmp_path):
+    receiver.set_mode("hang")
+    receiver.hang_s = 60
+    state = {"STATE_DIR": str(tmp_path / "state")}
+    first = webhook_service(receiver, workers=1, **state)
+    with first:
+        sid = send(first)
+        assert receiver.wait_for(lambda: receiver.hanging == 2, 10)
+        started = time.monotonic()
+    stopped_in = time.monotonic() - started
+    assert first.process.returncode == 0
+    # The attempts end at their 5 s deadline (as timeouts), not at gunicorn's 30 s kill.
+    assert stopped_in < 20, stopped_in
+    records = first.log_records()
+    assert [r["result"] for r in records if r.get("message") == "status webhook attempt failed; will retry"] \
+        == ["timeout", "timeout"]
+    receiver.set_mode("ok")
+    with webhook_service(receiver, workers=1, **state):
+        assert wait_for_events(receiver, [sid], 15)  # at once: the stopping worker gave their leases back
+        time.sleep(1.5)
+    assert delivered_events(receiver) == expected([sid]) and receiver.ids_once()
