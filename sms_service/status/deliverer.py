@@ -131,10 +131,10 @@ class Deliverer:
             with self._lock:
                 self._in_flight += 1
             try:
-                self._pool.submit(self._deliver, event)
+                # Counted out when done or cancelled by a stop: the lease brings a cancelled one back.
+                self._pool.submit(self._deliver, event).add_done_callback(self._done)
             except RuntimeError:  # the pool is shutting down: the lease brings the event back
-                with self._lock:
-                    self._in_flight -= 1
+                self._done(None)
 
     def _refresh_gauges(self) -> None:
         try:
@@ -166,10 +166,11 @@ class Deliverer:
             self._complain("status webhook outcome not stored; the event will be tried again")
         except Exception:
             log.exception("status webhook attempt failed unexpectedly", extra={"webhook_id": event.id})
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-            self._wake.set()  # a slot is free
+
+    def _done(self, _future: object) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._wake.set()  # a slot is free
 
     def _failed(self, event: OutboxEvent, attempt: Attempt, spent_ms: float) -> None:
         failed = event.attempts + 1
