@@ -23,6 +23,7 @@ from sms_service.plugin_loader import load_provider
 from sms_service.provider import Provider
 from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.status import routes as status_routes
+from sms_service.status.deliverer import Deliverer, make_deliverer
 from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
 from sms_service.suppression import routes as suppression_routes
@@ -43,6 +44,8 @@ class Services:
     idempotency: Idempotency
     status: StatusService
     suppression: SuppressionList | None = None
+    # The status webhook deliverer (STATUS_WEBHOOK_URL set), started by the serving worker.
+    webhooks: Deliverer | None = None
 
     def __post_init__(self) -> None:
         if self.suppression is None:
@@ -99,6 +102,13 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         Idempotency(storage, settings.idempotency_ttl, stale_after_s=settings.provider_timeout * 2 + 30),
         status,
     )
+    if settings.status_webhook_url and settings.status_webhook_secret:
+        services.webhooks = status.webhooks = make_deliverer(
+            storage, settings.status_webhook_url, settings.status_webhook_secret,
+            settings.status_webhook_retry_for_ms, user_agent=f"sms-service/{_version()}")
+        if not settings.shared_storage:
+            log.warning("status webhooks wait in process memory (STORAGE_URI memory://): events not yet "
+                        "delivered are lost at every restart; use sqlite:// or a persistent redis://")
 
     app = Flask(__name__)
     app.config.update(

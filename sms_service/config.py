@@ -6,12 +6,16 @@ that names the variable, so a process never starts half-configured.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from sms_service.budgets import BudgetTable, parse_budgets
 from sms_service.durations import parse_duration_ms
@@ -46,6 +50,9 @@ class Settings:
     message_ttl: float = 604_800
     admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
     segment_budgets: BudgetTable | None = None
+    status_webhook_url: str | None = None
+    status_webhook_secret: str | None = field(default=None, repr=False)
+    status_webhook_retry_for_ms: float = 86_400_000
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -92,6 +99,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         message_ttl=_seconds_at_most(env, "MESSAGE_TTL", 604_800, 366 * 86_400),
         admin_api_keys=_admin_api_keys(env, "ADMIN_API_KEYS", "API_KEYS"),
         segment_budgets=_budgets(env, "SEGMENT_BUDGETS"),
+        **_status_webhook(env),
         env=env,
     )
     return settings
@@ -280,3 +288,76 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     if len(text) < 16 or not text.isascii() or not text.isprintable():
         raise ConfigError(f"{name} must be at least 16 printable ASCII characters")
     return text
+
+
+# -- status webhooks (SPEC section 11) ---------------------------------------------------
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
+# Standard Webhooks recommends keys of 24 to 64 bytes; fewer is a guessable key.
+WEBHOOK_SECRET_MIN_BYTES = 24
+# The retries of one event stop after this long at most: a mistyped "30d" is not meant.
+WEBHOOK_RETRY_FOR_MAX_MS = 7 * 86_400_000
+
+
+def _status_webhook(env: Mapping[str, str]) -> dict[str, object]:
+    url = _webhook_url(env, "STATUS_WEBHOOK_URL")
+    secret = _raw(env, "STATUS_WEBHOOK_SECRET", "")
+    if url is None:
+        if secret:
+            raise ConfigError("STATUS_WEBHOOK_SECRET is set but STATUS_WEBHOOK_URL is not: "
+                              "set both, or neither")
+        return {}
+    if not secret:
+        raise ConfigError("STATUS_WEBHOOK_SECRET is required when STATUS_WEBHOOK_URL is set: "
+                          "whsec_ followed by a base64 key of at least 24 bytes")
+    _check_webhook_secret("STATUS_WEBHOOK_SECRET", secret)
+    retry_for = _duration(env, "STATUS_WEBHOOK_RETRY_FOR", "24h")
+    if retry_for < 1000 or retry_for > WEBHOOK_RETRY_FOR_MAX_MS:
+        raise ConfigError(f"STATUS_WEBHOOK_RETRY_FOR must be between 1s and 7d, "
+                          f"got {_raw(env, 'STATUS_WEBHOOK_RETRY_FOR', '24h')!r}")
+    return {"status_webhook_url": url, "status_webhook_secret": secret,
+            "status_webhook_retry_for_ms": retry_for}
+
+
+def _webhook_url(env: Mapping[str, str], name: str) -> str | None:
+    text = _raw(env, name, "")
+    if not text:
+        return None
+    if len(text) > 2000 or not text.isascii() or any(c.isspace() or not c.isprintable() for c in text):
+        raise ConfigError(f"{name} must be a plain ASCII URL of at most 2000 characters, with no spaces")
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    loopback = host in _LOOPBACK_NAMES or host.startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        # The events carry message status, and the signature does not hide it.
+        raise ConfigError(f"{name} must be an https:// URL (http:// only on a loopback host), got {text!r}")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    if not host or parts.username or parts.password or "#" in text:
+        # Credentials in the URL would reach logs; the signature authenticates instead.
+        raise ConfigError(f"{name} must be scheme://host[:port][/path][?query], no credentials or fragment")
+    return text
+
+
+def _check_webhook_secret(name: str, secret: str) -> None:
+    """Raise `ConfigError` unless `secret` is ``whsec_`` + base64 that standardwebhooks accepts."""
+    key = secret[len(WEBHOOK_SECRET_PREFIX):]
+    problem = None
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        problem = "must start with whsec_"
+    else:
+        try:
+            # standardwebhooks skips characters that are not base64: a typo would silently
+            # make another key. Strict first, then the package itself must take it.
+            raw = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+            Webhook(secret)
+        except (ValueError, RuntimeError, EmptyWebhookSecretError):  # binascii.Error is a ValueError
+            problem = "is not whsec_ followed by base64"
+        else:
+            if len(raw) < WEBHOOK_SECRET_MIN_BYTES:
+                problem = f"holds {len(raw)} bytes, at least {WEBHOOK_SECRET_MIN_BYTES} are needed"
+    if problem:
+        # Never the value: it is the signing key.
+        raise ConfigError(f"{name} {problem}")

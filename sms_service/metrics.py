@@ -87,3 +87,35 @@ def exposition() -> tuple[bytes, str]:
     else:
         from prometheus_client import REGISTRY as registry
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# -- status webhooks (SPEC section 11) -------------------------------------------------
+
+WEBHOOK_RESULTS = ("delivered", "http_error", "redirect", "timeout", "connection_error")
+WEBHOOK_ATTEMPTS = Counter(
+    "sms_webhook_attempts_total", "Status webhook attempts by result", ["result"],
+)
+WEBHOOK_EXHAUSTED = Counter(
+    "sms_webhook_exhausted_total", "Status webhook events dropped after their last retry",
+)
+# The outbox is the deployment's, read by every worker's deliverer about once a second:
+# the figure last read by a live worker is the one to show.
+WEBHOOK_BACKLOG = Gauge(
+    "sms_webhook_backlog", "Status webhook events waiting in the outbox (the whole deployment)",
+    multiprocess_mode="livemostrecent",
+)
+WEBHOOK_OLDEST_AGE = Gauge(
+    "sms_webhook_oldest_pending_seconds", "Age of the oldest status webhook event in the outbox (0: none)",
+    multiprocess_mode="livemostrecent",
+)
+
+
+def count_webhook_attempt(result: str) -> None:
+    """Count one webhook attempt; `result` is one of WEBHOOK_RESULTS."""
+    WEBHOOK_ATTEMPTS.labels(result).inc()
+
+
+def show_webhook_outbox(backlog: int, oldest_age_s: float) -> None:
+    """Set the outbox gauges to what the deliverer just read."""
+    WEBHOOK_BACKLOG.set(backlog)
+    WEBHOOK_OLDEST_AGE.set(oldest_age_s)

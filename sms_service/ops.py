@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from sms_service import lifecycle, metrics
-from sms_service.exceptions import ProviderError
+from sms_service.exceptions import ProviderError, StorageUnavailable
 
 bp = Blueprint("ops", __name__, url_prefix="/-")
 
@@ -16,9 +16,9 @@ def _name_version() -> dict[str, str]:
     return {"name": "sms-service", "version": __version__}
 
 
-def _answer(checks: dict[str, str]) -> Response:
+def _answer(checks: dict[str, str], figures: dict[str, object] | None = None) -> Response:
     healthy = all(state == "OK" for state in checks.values())
-    body = {**_name_version(), "status": "OK" if healthy else "KO", "checks": checks}
+    body = {**_name_version(), "status": "OK" if healthy else "KO", "checks": checks, **(figures or {})}
     if not healthy:
         failing = ", ".join(name for name, state in checks.items() if state != "OK")
         # 503 still carries the error fields every 5xx of the service has.
@@ -56,7 +56,20 @@ def check_up() -> Response:
             checks["provider_balance"] = "OK"
         except ProviderError:
             checks["provider_balance"] = "KO"
-    return _answer(checks)
+    return _answer(checks, _webhook_figures(services))
+
+
+def _webhook_figures(services: object) -> dict[str, object]:
+    # Figures beside the checks, not a check: a receiver that is down is the caller's to
+    # fix, and this service keeps its events meanwhile. The storage check says if they can be read.
+    if getattr(services, "webhooks", None) is None:
+        return {}
+    try:
+        backlog, oldest_ms = services.storage.guarded(services.storage.webhook_stats)
+    except StorageUnavailable:
+        return {"statusWebhooks": {"backlog": None, "oldestPendingSeconds": None}}
+    oldest = None if oldest_ms is None else round(oldest_ms / 1000, 3)
+    return {"statusWebhooks": {"backlog": backlog, "oldestPendingSeconds": oldest}}
 
 
 @bp.get("/metrics")

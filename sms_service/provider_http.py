@@ -257,7 +257,9 @@ class ProviderHTTP:
         """What ``requests.Request(...).prepare()`` gives, for a form, a JSON body or neither."""
         data, payload, params = kwargs.get("data"), kwargs.get("json"), kwargs.get("params")
         if kwargs.keys() - {"data", "json", "params"} or not isinstance(data, Mapping | None) or params:
-            return requests.Request(method, url, headers=self.headers, auth=self.auth, **kwargs).prepare()
+            # Per-call headers (a signature) go over the client's own.
+            headers = {**self.headers, **(kwargs.pop("headers", None) or {})}
+            return requests.Request(method, url, headers=headers, auth=self.auth, **kwargs).prepare()
         prepared = requests.PreparedRequest()
         prepared.method = method.upper()
         prepared.url = self._urls.get(url) or self._prepared_url(url)

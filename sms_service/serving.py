@@ -366,19 +366,28 @@ def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> 
 
 
 def post_worker_init(worker: Any) -> None:
-    """Turn readiness to 503 as soon as the worker is told to stop."""
+    """Start the status webhook deliverer; turn readiness to 503 as soon as the worker is told to stop."""
     import signal
 
     from sms_service import lifecycle
 
     original = signal.getsignal(signal.SIGTERM)
+    webhooks = _services(worker).webhooks if _services(worker) is not None else None
+    if webhooks is not None:
+        webhooks.start()  # here, in the worker: threads do not survive the fork
 
     def on_sigterm(signum: int, frame: Any) -> None:
         lifecycle.begin_shutdown()
+        if webhooks is not None:
+            webhooks.stop_claiming()  # what is in flight ends in worker_exit
         if callable(original):
             original(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _services(worker: Any) -> Any:
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("sms_service")
 
 
 def child_exit(server: Arbiter, worker: Any) -> None:
@@ -389,10 +398,12 @@ def child_exit(server: Arbiter, worker: Any) -> None:
 
 
 def worker_exit(server: Arbiter, worker: Any) -> None:
-    """Close the provider's pooled connections and the storage's as the worker ends."""
-    app = getattr(worker, "wsgi", None)
-    services = getattr(app, "extensions", {}).get("sms_service")
+    """Let webhook attempts in flight end, then close the provider's and the storage's connections."""
+    services = _services(worker)
     if services is not None:
+        if services.webhooks is not None:
+            # Within each attempt's deadline; what is unfinished stays in the outbox.
+            services.webhooks.stop()
         services.provider.close()
         services.storage.close()
 

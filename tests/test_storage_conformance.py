@@ -694,3 +694,160 @@ def test_processes_spending_one_budget_never_exceed_it(shared_storage_uri):
     assert [o for o in outcomes if isinstance(o, str)] == []
     spent = sum(cost for thread in outcomes for cost, wait in thread if wait == 0)
     assert 38 <= spent <= 40  # never over; full but for less than the largest cost
+
+
+# -- status webhook outbox (SPEC section 11) --------------------------------------------
+
+
+def _changed(storage, key: str, status: str, event_id: str, word: str | None = None):
+    entry = model.entry(status, word or status, None, "2026-11-26T08:00:05.000Z")
+    return storage.message_update(key, entry, {"sid": key, "provider": "twilio"}, 60_000, event_id)
+
+
+def test_a_status_change_puts_one_event_in_the_outbox_with_the_record(storage):
+    storage.message_create("m", {**_sent_record(), "owner": "caller-identity"}, 60_000)
+    assert storage.webhook_stats() == (0, None)
+    _changed(storage, "m", "sent", "evt_1")
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert (event.id, event.message_key, event.attempts) == ("evt_1", "m", 0)
+    assert event.record["status"] == "sent" and event.record["sid"] == "SM1"
+    assert "owner" not in event.record  # whose key sent it never leaves the service
+    assert 0 <= event.age_ms < 5_000 and event.lease
+    count, age = storage.webhook_stats()
+    assert count == 1 and 0 <= age < 5_000
+
+
+def test_no_event_when_the_status_stays_or_without_an_event_id(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _changed(storage, "m", "queued", "evt_same", word="accepted")  # a new entry, the same status
+    _update(storage, "m", "sent")  # no event id: webhooks off
+    _changed(storage, "m", "delivered", "evt_final")
+    _changed(storage, "m", "sent", "evt_late", word="sending")  # a late older status: sticky
+    _changed(storage, "m", "delivered", "evt_repeat")  # a provider's repeat
+    assert [e.id for e in storage.webhook_claim(10, 30_000)] == ["evt_final"]
+
+
+def test_an_orphan_makes_no_event_until_its_record_merges_it(storage):
+    _changed(storage, "early", "delivered", "evt_orphan")
+    assert storage.webhook_claim(10, 30_000) == []
+    storage.message_create("early", _sent_record("early"), 60_000, "evt_merged")
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert event.id == "evt_merged" and event.record["status"] == "delivered"
+    assert "orphan" not in event.record
+    # A record created with nothing to merge, or merging no change, makes none.
+    storage.message_create("plain", _sent_record("plain"), 60_000, "evt_plain")
+    _update(storage, "quiet", "queued", word="queued")
+    storage.message_create("quiet", _sent_record("quiet"), 60_000, "evt_quiet")
+    assert storage.webhook_claim(10, 30_000) == []
+
+
+def test_a_claimed_event_is_hidden_for_its_lease_then_claimable_again(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _changed(storage, "m", "sent", "evt_1")
+    (first,) = storage.webhook_claim(10, 300)
+    assert storage.webhook_claim(10, 300) == []
+    time.sleep(0.45)  # the worker that claimed it died mid-attempt
+    (again,) = storage.webhook_claim(10, 30_000)
+    assert again.id == "evt_1" and again.lease != first.lease and again.attempts == 0
+    # The first claimant's lease is gone: it can no longer reschedule or drop the event.
+    assert storage.webhook_retry("evt_1", first.lease, 0) is False
+    assert storage.webhook_exhausted("evt_1", first.lease, {"webhookId": "evt_1"}) is False
+    assert storage.webhook_retry("evt_1", again.lease, 0) is True
+
+
+def test_retry_counts_the_attempt_and_makes_it_due_later(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _changed(storage, "m", "sent", "evt_1")
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert storage.webhook_retry("evt_1", event.lease, 300) is True
+    assert storage.webhook_retry("evt_1", event.lease, 300) is False  # the lease was spent
+    assert storage.webhook_claim(10, 30_000) == []
+    time.sleep(0.45)
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert event.attempts == 1 and event.age_ms >= 300
+    assert storage.webhook_retry("evt_1", event.lease, 0) is True
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert event.attempts == 2
+
+
+def test_delivered_removes_the_event_whoever_holds_it(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    _changed(storage, "m", "sent", "evt_1")
+    _changed(storage, "m", "delivered", "evt_2")
+    events_ = storage.webhook_claim(1, 30_000)
+    assert [e.id for e in events_] == ["evt_1"]  # oldest due first, at most the limit
+    assert storage.webhook_delivered("evt_1") is True
+    assert storage.webhook_delivered("evt_1") is False
+    assert storage.webhook_retry("evt_1", events_[0].lease, 0) is False  # gone: never comes back
+    assert storage.webhook_delivered("evt_2") is True  # delivered by a worker whose lease ran out
+    assert storage.webhook_stats() == (0, None)
+    assert storage.webhook_claim(10, 30_000) == []
+
+
+def test_exhausted_drops_the_event_and_marks_the_record(storage):
+    storage.message_create("m", {**_sent_record(), "owner": "me"}, 60_000)
+    _changed(storage, "m", "sent", "evt_1")
+    (event,) = storage.webhook_claim(10, 30_000)
+    failure = {"webhookId": "evt_1", "status": "sent", "attempts": 9, "at": "2026-11-27T08:00:05.000Z"}
+    assert storage.webhook_exhausted("evt_1", event.lease, failure) is True
+    assert storage.webhook_stats() == (0, None)
+    record = storage.message_get("m")
+    assert record["webhookFailures"] == [failure] and record["status"] == "sent" and record["owner"] == "me"
+    # The next change's event, exhausted too, joins the first on the record.
+    _changed(storage, "m", "delivered", "evt_2")
+    (event,) = storage.webhook_claim(10, 30_000)
+    assert event.record["webhookFailures"] == [failure]  # the event carries the record as it was
+    second = {**failure, "webhookId": "evt_2", "status": "delivered"}
+    assert storage.webhook_exhausted("evt_2", event.lease, second) is True
+    assert storage.message_get("m")["webhookFailures"] == [failure, second]
+
+
+def test_exhausted_on_an_expired_record_still_drops_the_event(storage):
+    storage.message_create("short", _sent_record("short"), 60_000)
+    entry = model.entry("sent", "sent", None, "2026-11-26T08:00:05.000Z")
+    storage.message_update("short", entry, {"sid": "short", "provider": "twilio"}, 200, "evt_1")
+    (event,) = storage.webhook_claim(10, 30_000)
+    time.sleep(0.3)
+    assert storage.webhook_exhausted("evt_1", event.lease, {"webhookId": "evt_1"}) is True
+    assert storage.message_get("short") is None
+    assert storage.webhook_stats() == (0, None)
+
+
+def test_concurrent_claims_never_share_an_event(storage):
+    storage.message_create("m", _sent_record(), 60_000)
+    for i in range(30):
+        storage.message_create(f"m{i}", _sent_record(f"m{i}"), 60_000)
+        _changed(storage, f"m{i}", "sent", f"evt_{i}")
+
+    def drain(_):
+        got = []
+        while batch := storage.webhook_claim(2, 60_000):
+            got += [e.id for e in batch]
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [i for got in pool.map(drain, range(8)) for i in got]
+    assert sorted(claimed) == sorted(f"evt_{i}" for i in range(30))
+
+
+def test_processes_claiming_one_outbox_claim_each_event_once(shared_storage_uri):
+    storage = open_storage(shared_storage_uri)
+    for i in range(40):
+        storage.message_create(f"m{i}", _sent_record(f"m{i}"), 60_000)
+        _changed(storage, f"m{i}", "sent", f"evt_{i}")
+    storage.close()
+    start = time.time() + 2.0
+    results = _in_processes(storage_hammer.hammer_outbox_claim, [(shared_storage_uri, start, 4)] * 4)
+    outcomes = [o for proc in results for o in proc]
+    assert [o for o in outcomes if isinstance(o, str)] == []
+    assert sorted(i for got in outcomes for i in got) == sorted(f"evt_{i}" for i in range(40))
+
+
+def test_the_outbox_survives_reopening(shared_storage_uri):
+    storage = open_storage(shared_storage_uri)
+    storage.message_create("m", _sent_record(), 60_000)
+    _changed(storage, "m", "sent", "evt_1")
+    storage.close()
+    reopened = open_storage(shared_storage_uri)
+    assert [e.id for e in reopened.webhook_claim(10, 30_000)] == ["evt_1"]
+    reopened.close()

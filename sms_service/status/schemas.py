@@ -22,6 +22,19 @@ class HistoryEntrySchema(ma.Schema):
                                                 "example": "2021-08-13T12:53:55.120Z"})
 
 
+class WebhookFailureSchema(ma.Schema):
+    """A status webhook event that was never delivered (STATUS_WEBHOOK_RETRY_FOR ran out)."""
+
+    webhookId = fields.String(required=True, metadata={"description": "the event's webhook-id",
+                                                       "example": "evt_3f0c9d1e8b7a4c2d9e6f5a4b3c2d1e0f"})
+    status = fields.String(required=True, metadata={**_STATUS, "description": "the status it reported"})
+    attempts = fields.Integer(required=True, metadata={"example": 30})
+    lastResult = fields.String(required=True, metadata={
+        "enum": ["http_error", "redirect", "timeout", "connection_error"], "example": "http_error"})
+    at = fields.String(required=True, metadata={"description": "when it was given up, ISO 8601 UTC",
+                                                "example": "2021-08-14T12:53:55.120Z"})
+
+
 class MessageSchema(ma.Schema):
     """The record of one accepted message: never its body, never the full number."""
 
@@ -40,3 +53,7 @@ class MessageSchema(ma.Schema):
     errorCode = fields.String(required=True, allow_none=True, metadata={"example": None})
     updatedAt = fields.String(required=True, metadata={"example": "2021-08-13T12:53:55.120Z"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    webhookFailures = fields.List(fields.Nested(WebhookFailureSchema), metadata={
+        "description": "only with STATUS_WEBHOOK_URL set: this message's status webhook events that ran "
+                       "out of retries (empty when none)"})
+

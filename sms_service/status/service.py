@@ -9,14 +9,17 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sms_service import metrics, phone
 from sms_service.exceptions import CallbackRefused, StorageUnavailable
 from sms_service.provider import Provider, StatusUpdate
-from sms_service.status import model
+from sms_service.status import events, model
 from sms_service.status.callbacks import TOKEN_PARAMETER, callback_path, callback_token
 from sms_service.storage import Storage
+
+if TYPE_CHECKING:
+    from sms_service.status.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,22 @@ PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encod
                  "status", "providerStatus", "errorCode", "updatedAt", "history")
 
 
+def public_view(record: dict[str, Any], webhooks: bool) -> dict[str, Any]:
+    """The fields of a record a caller may read (GET /messages, webhook events), in answer order.
+
+    With status webhooks on, also ``webhookFailures``: the events that ran out of retries.
+    """
+    view = {name: record.get(name) for name in PUBLIC_FIELDS}
+    if webhooks:
+        view["webhookFailures"] = record.get("webhookFailures") or []
+    return view
+
+
 class StatusService:
     """The message records of one worker's provider, in the shared storage."""
+
+    # Set by the app when STATUS_WEBHOOK_URL is: each status change then also enqueues an event.
+    webhooks: Deliverer | None = None
 
     def __init__(self, provider_name: str, provider: Provider, storage: Storage, ttl_s: float,
                  public_base_url: str | None, callback_secret: str | None) -> None:
@@ -60,9 +77,11 @@ class StatusService:
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
         }
+        # A callback that came first makes its event when it is merged here.
+        event_id = events.new_event_id() if self.webhooks is not None else None
         try:
             key = self._key(answer["sid"])
-            self.storage.guarded(lambda: self.storage.message_create(key, record, self.ttl_ms))
+            self.storage.guarded(lambda: self.storage.message_create(key, record, self.ttl_ms, event_id))
         except StorageUnavailable:
             log.error("could not store the message record; its status will show only once a callback comes",
                       extra={"sid": answer["sid"], "provider": self.provider_name})
@@ -94,8 +113,13 @@ class StatusService:
         orphan = {"sid": sid, "provider": self.provider_name,
                   "receiver": phone.mask_number(receiver) if receiver else None,
                   "country": phone.region_of(receiver) if receiver else None}
+        # The status change and its webhook event are stored in one atomic step, before the
+        # provider hears 200: neither can be kept without the other.
+        event_id = events.new_event_id() if self.webhooks is not None else None
         before, record = self.storage.guarded(
-            lambda: self.storage.message_update(self._key(sid), new, orphan, self.ttl_ms))
+            lambda: self.storage.message_update(self._key(sid), new, orphan, self.ttl_ms, event_id))
+        if event_id is not None and events.makes_event(before, record):
+            self.webhooks.wake()
         after = record.get("status")
         if after != before:
             metrics.count_delivery_status(self.provider_name, after, record.get("country"))
@@ -122,7 +146,7 @@ class StatusService:
             return None
         if caller is not None and not hmac.compare_digest(str(record.get("owner") or ""), caller):
             return None
-        return {name: record.get(name) for name in PUBLIC_FIELDS}
+        return public_view(record, webhooks=self.webhooks is not None)
 
     def _key(self, sid: str) -> str:
         return f"{self.provider_name}:{sid}"

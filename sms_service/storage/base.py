@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -19,6 +20,23 @@ from sms_service.exceptions import StorageUnavailable
 
 KEY_PREFIX = "sms-service"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A status webhook event as claimed from the outbox.
+
+    `record` is the message record as the event saw it (never its owner); `attempts` the
+    failed attempts so far; `age_ms` the time since it was created, by the storage's
+    clock; `lease` the token of this claim.
+    """
+
+    id: str
+    message_key: str
+    record: dict[str, Any]
+    attempts: int
+    age_ms: float
+    lease: str
 
 
 class Storage(abc.ABC):
@@ -66,22 +84,30 @@ class Storage(abc.ABC):
     # -- message records (SPEC section 10; the rule is sms_service.status.model) ---------
 
     @abc.abstractmethod
-    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
+                       event_id: str | None = None) -> None:
         """Store the record of an accepted send under `key` for `ttl_ms`.
 
         An orphan already there (callbacks that came first) is merged in: its history
         follows the record's own, and the sticky rule decides the status. A live record
         that is not an orphan is left as it is. On the hot path: keep it one round trip.
+
+        With `event_id`, a merge that moves the status past the record's own also puts
+        one webhook event in the outbox, in the same atomic step (see `webhook_claim`).
         """
 
     @abc.abstractmethod
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
-                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+                       ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
         """Apply one status `entry` to the record under `key` by the sticky rule, atomically.
 
         With no live record, an orphan is kept instead: the fields of `orphan` and the
         entry. The record's TTL starts again. Returns the status before (None when there
         was no record) and the record after.
+
+        With `event_id`, when the status of a record (not an orphan) changed, one webhook
+        event under that id, holding the record after, enters the outbox in the same
+        atomic step: a crash can never keep the change and lose its event.
         """
 
     @abc.abstractmethod
@@ -155,3 +181,41 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delay_peek(self, key: str, reset_after_ms: int) -> int:
         """Answer what `delay_acquire` would answer now (0, or the milliseconds left), recording nothing."""
+
+    # -- status webhook outbox (SPEC section 11) ---------------------------------------
+    #
+    # An event enters with message_create / message_update, due at once. A claim hides it
+    # from other claims for its lease; a worker that dies mid-attempt lets the lease run
+    # out, and another claims it again. It leaves when delivered or exhausted.
+
+    @abc.abstractmethod
+    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+        """Claim at most `limit` due events, oldest due first, each for `lease_ms`.
+
+        Atomic: two claims never get the same event while its lease runs. Nothing due
+        costs one cheap read (every worker polls about once a second).
+        """
+
+    @abc.abstractmethod
+    def webhook_delivered(self, event_id: str) -> bool:
+        """Remove a delivered event, whoever holds its lease; tell whether it was there."""
+
+    @abc.abstractmethod
+    def webhook_retry(self, event_id: str, lease: str, delay_ms: int) -> bool:
+        """Count a failed attempt and make the event due `delay_ms` from now.
+
+        Only while `lease` is still its lease (else another worker has it); tells whether.
+        """
+
+    @abc.abstractmethod
+    def webhook_exhausted(self, event_id: str, lease: str, failure: dict[str, Any]) -> bool:
+        """Remove an event that ran out of retries and append `failure` to its message record.
+
+        One atomic step, only while `lease` is still its lease; the record's list
+        ``webhookFailures`` is bounded, and its TTL is left as it is (an expired record
+        gets nothing). Tells whether the event was removed.
+        """
+
+    @abc.abstractmethod
+    def webhook_stats(self) -> tuple[int, float | None]:
+        """The outbox's size and the age in ms of its oldest event (None when empty)."""

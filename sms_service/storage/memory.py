@@ -6,11 +6,12 @@ import copy
 import math
 import threading
 import time
+import uuid
 from collections import deque
 from typing import Any
 
-from sms_service.status import model
-from sms_service.storage.base import Storage
+from sms_service.status import events, model
+from sms_service.storage.base import OutboxEvent, Storage
 
 
 def _now_ms() -> float:
@@ -32,6 +33,7 @@ class MemoryStorage(Storage):
         self._records: dict[str, tuple[float, str]] = {}
         self._messages: dict[str, tuple[float, dict[str, Any]]] = {}
         self._suppressed: dict[str, tuple[str, int]] = {}
+        self._outbox: dict[str, dict[str, Any]] = {}
         self._next_sweep = 0.0
         self._budgets: dict[str, tuple[deque[tuple[float, int]], int]] = {}
 
@@ -108,8 +110,10 @@ class MemoryStorage(Storage):
         expires, record = self._messages.get(key, (0.0, None))
         return record if expires > now else None
 
-    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
+                       event_id: str | None = None) -> None:
         record = copy.deepcopy(record)
+        own_status = record.get("status")
         with self._lock:
             now = _now_ms()
             self._sweep(now)
@@ -118,10 +122,12 @@ class MemoryStorage(Storage):
                 return
             if existing is not None:
                 model.merge(record, existing)
+                if event_id and events.makes_event(own_status, record):
+                    self._enqueue(event_id, key, record, now)
             self._messages[key] = (now + ttl_ms, record)
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
-                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+                       ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
         with self._lock:
             now = _now_ms()
             self._sweep(now)
@@ -132,6 +138,8 @@ class MemoryStorage(Storage):
                 before = record.get("status")
                 model.apply_entry(record, entry)
             self._messages[key] = (now + ttl_ms, record)
+            if event_id and events.makes_event(before, record):
+                self._enqueue(event_id, key, record, now)
             return before, copy.deepcopy(record)
 
     def message_get(self, key: str) -> dict[str, Any] | None:
@@ -200,3 +208,52 @@ class MemoryStorage(Storage):
                 return 0
             wait = 1000 * 2 ** (k - 1)
             return max(1, math.ceil(last + wait - now)) if now - last < wait else 0
+
+    # -- status webhook outbox (SPEC section 11): dies with the process ------------------
+
+    def _enqueue(self, event_id: str, key: str, record: dict[str, Any], now: float) -> None:
+        # Under the caller's lock, with the record's change.
+        self._outbox[event_id] = {"key": key, "record": copy.deepcopy(events.snapshot(record)),
+                                  "created": now, "due": now, "attempts": 0, "lease": ""}
+
+    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+        with self._lock:
+            now = _now_ms()
+            due = sorted((event["due"], event_id) for event_id, event in self._outbox.items()
+                         if event["due"] <= now)[:limit]
+            claimed = []
+            for _, event_id in due:
+                event = self._outbox[event_id]
+                event["due"], event["lease"] = now + lease_ms, uuid.uuid4().hex
+                claimed.append(OutboxEvent(event_id, event["key"], copy.deepcopy(event["record"]),
+                                           event["attempts"], now - event["created"], event["lease"]))
+            return claimed
+
+    def webhook_delivered(self, event_id: str) -> bool:
+        with self._lock:
+            return self._outbox.pop(event_id, None) is not None
+
+    def webhook_retry(self, event_id: str, lease: str, delay_ms: int) -> bool:
+        with self._lock:
+            event = self._outbox.get(event_id)
+            if event is None or event["lease"] != lease:
+                return False
+            event.update(due=_now_ms() + delay_ms, attempts=event["attempts"] + 1, lease="")
+            return True
+
+    def webhook_exhausted(self, event_id: str, lease: str, failure: dict[str, Any]) -> bool:
+        with self._lock:
+            event = self._outbox.get(event_id)
+            if event is None or event["lease"] != lease:
+                return False
+            del self._outbox[event_id]
+            record = self._live_message(event["key"], _now_ms())
+            if record is not None:
+                events.add_failure(record, failure)
+            return True
+
+    def webhook_stats(self) -> tuple[int, float | None]:
+        with self._lock:
+            if not self._outbox:
+                return 0, None
+            return len(self._outbox), _now_ms() - min(event["created"] for event in self._outbox.values())

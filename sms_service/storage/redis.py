@@ -7,16 +7,21 @@ so replicas with skewed clocks still agree.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sms_service.status import model
-from sms_service.storage.base import KEY_PREFIX, Storage
+from sms_service.status import events, model
+from sms_service.storage.base import KEY_PREFIX, OutboxEvent, Storage
 
 SUPPRESSIONS_KEY = f"{KEY_PREFIX}:suppressions"
+# The status webhook outbox: event ids by due time and by creation, and one hash per event.
+OUTBOX_DUE_KEY = f"{KEY_PREFIX}:webhooks:due"
+OUTBOX_CREATED_KEY = f"{KEY_PREFIX}:webhooks:created"
+OUTBOX_EVENT_PREFIX = f"{KEY_PREFIX}:webhook:"
 
 # Redis must answer fast or not at all: a dead Redis may never hang a request.
 REDIS_CONNECT_TIMEOUT = 0.5
@@ -117,7 +122,25 @@ local function apply(record, entry)
 end
 """
 
-_MESSAGE_CREATE_SCRIPT = _RULE + """
+# sms_service.status.events in Lua: with an event id (ARGV[event]) and the outbox's keys
+# (KEYS[2..4]), a record whose status changed puts its event in the outbox, in the same
+# script as the change. An orphan waits for its record's merge.
+_ENQUEUE = _NOW + """
+local function enqueue(event_id, record, before)
+  if event_id == '' or record.orphan or record.status == before then
+    return
+  end
+  local owner = record.owner
+  record.owner = nil
+  local snapshot = cjson.encode(record)
+  record.owner = owner
+  redis.call('HSET', KEYS[4], 'key', KEYS[1], 'record', snapshot, 'created', now, 'attempts', 0, 'lease', '')
+  redis.call('ZADD', KEYS[2], now, event_id)
+  redis.call('ZADD', KEYS[3], now, event_id)
+end
+"""
+
+_MESSAGE_CREATE_SCRIPT = _RULE + _ENQUEUE + """
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -128,14 +151,16 @@ if not old.orphan then
   return 0
 end
 local record = cjson.decode(ARGV[1])
+local own_status = record.status
 for _, entry in ipairs(old.history) do
   apply(record, entry)
 end
 redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[2])
+enqueue(ARGV[3] or '', record, own_status)
 return 2
 """
 
-_MESSAGE_UPDATE_SCRIPT = _RULE + """
+_MESSAGE_UPDATE_SCRIPT = _RULE + _ENQUEUE + """
 local entry = cjson.decode(ARGV[1])
 local existing = redis.call('GET', KEYS[1])
 local record, before
@@ -154,6 +179,7 @@ else
 end
 local encoded = cjson.encode(record)
 redis.call('SET', KEYS[1], encoded, 'PX', ARGV[3])
+enqueue(ARGV[4] or '', record, before)
 if before == nil or before == cjson.null then
   before = false
 end
@@ -242,6 +268,77 @@ return 0
 """
 
 
+# -- status webhook outbox (SPEC section 11) ---------------------------------------------
+# A claim moves the event's due time past its lease and gives it a new lease token: a
+# worker that dies mid-attempt leaves it due again when the lease runs out. Event hashes
+# are named from their ids inside the scripts (one Redis, never a cluster).
+
+_OUTBOX_CLAIM_SCRIPT = _NOW + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local claimed = {}
+for i, id in ipairs(ids) do
+  local hash = '""" + OUTBOX_EVENT_PREFIX + """' .. id
+  local fields = redis.call('HMGET', hash, 'key', 'record', 'attempts', 'created')
+  if not fields[1] then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local lease = ARGV[3] .. ':' .. i
+    redis.call('HSET', hash, 'lease', lease)
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    claimed[#claimed + 1] = {id, fields[1], fields[2], fields[3], tostring(now - tonumber(fields[4])), lease}
+  end
+end
+return claimed
+"""
+
+_OUTBOX_DELIVERED_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+_OUTBOX_RETRY_SCRIPT = _NOW + """
+if redis.call('HGET', KEYS[2], 'lease') ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'lease', '')
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+_OUTBOX_EXHAUSTED_SCRIPT = """
+if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[2] then
+  return 0
+end
+local key = redis.call('HGET', KEYS[3], 'key')
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+local existing = redis.call('GET', key)
+if existing then
+  local record = cjson.decode(existing)
+  if type(record.webhookFailures) ~= 'table' then
+    record.webhookFailures = {}
+  end
+  table.insert(record.webhookFailures, cjson.decode(ARGV[3]))
+  while #record.webhookFailures > """ + str(events.MAX_WEBHOOK_FAILURES) + """ do
+    table.remove(record.webhookFailures, 1)
+  end
+  redis.call('SET', key, cjson.encode(record), 'KEEPTTL')
+end
+return 1
+"""
+
+_OUTBOX_STATS_SCRIPT = _NOW + """
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if not oldest[2] then
+  return {0, false}
+end
+return {redis.call('ZCARD', KEYS[1]), tostring(now - tonumber(oldest[2]))}
+"""
+
+
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
 
@@ -269,6 +366,11 @@ class RedisStorage(Storage):
         self._suppress_add = register(_SUPPRESS_ADD_SCRIPT)
         self._budget = register(_BUDGET_SCRIPT)
         self._delay_peek = register(_DELAY_PEEK_SCRIPT)
+        self._outbox_claim = register(_OUTBOX_CLAIM_SCRIPT)
+        self._outbox_delivered = register(_OUTBOX_DELIVERED_SCRIPT)
+        self._outbox_retry = register(_OUTBOX_RETRY_SCRIPT)
+        self._outbox_exhausted = register(_OUTBOX_EXHAUSTED_SCRIPT)
+        self._outbox_stats = register(_OUTBOX_STATS_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -286,15 +388,16 @@ class RedisStorage(Storage):
     def record_delete(self, key: str, expected: str) -> bool:
         return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
 
-    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
+                       event_id: str | None = None) -> None:
         value = json.dumps(record, separators=(",", ":"))
-        self._message_create(keys=[f"{KEY_PREFIX}:message:{key}"], args=[value, ttl_ms])
+        self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
-                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+                       ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
         before, encoded = self._message_update(
-            keys=[f"{KEY_PREFIX}:message:{key}"],
-            args=[json.dumps(entry), json.dumps(orphan), ttl_ms])
+            keys=_message_keys(key, event_id),
+            args=[json.dumps(entry), json.dumps(orphan), ttl_ms, event_id or ""])
         return (before.decode() if before else None), _decoded(encoded)
 
     def message_get(self, key: str) -> dict[str, Any] | None:
@@ -343,6 +446,38 @@ class RedisStorage(Storage):
 
     def delay_peek(self, key: str, reset_after_ms: int) -> int:
         return int(self._delay_peek(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
+
+    # -- status webhook outbox (SPEC section 11) -----------------------------------------
+
+    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+        rows = self._outbox_claim(keys=[OUTBOX_DUE_KEY], args=[limit, lease_ms, os.urandom(12).hex()])
+        return [OutboxEvent(event_id.decode(), key.decode().removeprefix(f"{KEY_PREFIX}:message:"),
+                            _decoded(record), int(attempts), float(age), lease.decode())
+                for event_id, key, record, attempts, age, lease in rows]
+
+    def webhook_delivered(self, event_id: str) -> bool:
+        return bool(self._outbox_delivered(
+            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id], args=[event_id]))
+
+    def webhook_retry(self, event_id: str, lease: str, delay_ms: int) -> bool:
+        return bool(self._outbox_retry(
+            keys=[OUTBOX_DUE_KEY, OUTBOX_EVENT_PREFIX + event_id], args=[event_id, lease, delay_ms]))
+
+    def webhook_exhausted(self, event_id: str, lease: str, failure: dict[str, Any]) -> bool:
+        return bool(self._outbox_exhausted(
+            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id],
+            args=[event_id, lease, json.dumps(failure)]))
+
+    def webhook_stats(self) -> tuple[int, float | None]:
+        count, age = self._outbox_stats(keys=[OUTBOX_CREATED_KEY])
+        return int(count), (None if age is None else float(age))
+
+
+def _message_keys(key: str, event_id: str | None) -> list[str]:
+    keys = [f"{KEY_PREFIX}:message:{key}"]
+    if event_id:
+        keys += [OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id]
+    return keys
 
 
 def _decoded(value: bytes) -> dict[str, Any]:

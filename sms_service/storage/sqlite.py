@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sms_service.status import model
-from sms_service.storage.base import Storage
+from sms_service.status import events, model
+from sms_service.storage.base import OutboxEvent, Storage
 
 BUSY_TIMEOUT_S = 3.0
 BUSY_RETRY_S = 0.0002
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires);
 CREATE TABLE IF NOT EXISTS suppressions (
   number TEXT PRIMARY KEY, source TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+  id TEXT PRIMARY KEY, message_key TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
+  due REAL NOT NULL, attempts INTEGER NOT NULL, lease TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due);
 """
 
 
@@ -125,6 +129,27 @@ _SUPPRESS_REMOVE = "DELETE FROM suppressions WHERE number = :number"
 _SUPPRESS_GET = "SELECT source, since FROM suppressions WHERE number = :number"
 _SUPPRESS_ALL = "SELECT number, source, since FROM suppressions ORDER BY number"
 
+# The status webhook outbox (SPEC section 11). A claim moves the due time past the lease:
+# a worker that dies mid-attempt leaves the event due again when the lease runs out.
+_OUTBOX_ADD = """
+INSERT INTO webhook_outbox (id, message_key, record, created, due, attempts, lease)
+VALUES (:id, :key, :record, :now, :now, 0, '')
+"""
+_OUTBOX_ANY_DUE = "SELECT 1 FROM webhook_outbox WHERE due <= :now LIMIT 1"
+_OUTBOX_CLAIM = """
+UPDATE webhook_outbox SET due = :now + :lease_ms, lease = lower(hex(randomblob(16)))
+WHERE id IN (SELECT id FROM webhook_outbox WHERE due <= :now ORDER BY due LIMIT :limit)
+RETURNING id, message_key, record, attempts, :now - created, lease
+"""
+_OUTBOX_DELIVERED = "DELETE FROM webhook_outbox WHERE id = :id"
+_OUTBOX_RETRY = """
+UPDATE webhook_outbox SET due = :now + :delay, attempts = attempts + 1, lease = ''
+WHERE id = :id AND lease = :lease
+"""
+_OUTBOX_EXHAUSTED = "DELETE FROM webhook_outbox WHERE id = :id AND lease = :lease RETURNING message_key"
+_MESSAGE_KEEP_TTL = "UPDATE messages SET value = :value WHERE key = :key AND expires > :now"
+_OUTBOX_STATS = "SELECT count(*), :now - min(created) FROM webhook_outbox"
+
 T = TypeVar("T")
 
 
@@ -164,6 +189,12 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _enqueue(conn: sqlite3.Connection, now: float, event_id: str, key: str, record: dict[str, Any]) -> None:
+    """Put one webhook event in the outbox, inside the caller's transaction."""
+    conn.execute(_OUTBOX_ADD, {"id": event_id, "key": key, "now": now,
+                               "record": json.dumps(events.snapshot(record), separators=(",", ":"))})
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:
@@ -356,7 +387,8 @@ class SqliteStorage(Storage):
     def record_delete(self, key: str, expected: str) -> bool:
         return self._execute(_DELETE, {"key": key, "expected": expected})[1] == 1
 
-    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+    def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
+                       event_id: str | None = None) -> None:
         value = json.dumps(record, separators=(",", ":"))
         if self._execute(_MESSAGE_INSERT, {"key": key, "value": value, "ttl": ttl_ms})[1] == 1:
             return
@@ -367,7 +399,10 @@ class SqliteStorage(Storage):
                 existing = json.loads(row[0])
                 if not existing.get("orphan"):
                     return
-                merged = json.dumps(model.merge(json.loads(value), existing), separators=(",", ":"))
+                merged_record = model.merge(json.loads(value), existing)
+                merged = json.dumps(merged_record, separators=(",", ":"))
+                if event_id and events.makes_event(record.get("status"), merged_record):
+                    _enqueue(conn, now, event_id, key, merged_record)
             else:  # an expired row: replaced
                 merged = value
             conn.execute(_MESSAGE_WRITE, {"key": key, "value": merged, "now": now, "ttl": ttl_ms})
@@ -375,7 +410,7 @@ class SqliteStorage(Storage):
         self._transaction(merge)
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
-                       ttl_ms: int) -> tuple[str | None, dict[str, Any]]:
+                       ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
         def update(conn: sqlite3.Connection, now: float) -> tuple[str | None, dict[str, Any]]:
             row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
             if row is None:
@@ -386,6 +421,8 @@ class SqliteStorage(Storage):
                 model.apply_entry(record, entry)
             value = json.dumps(record, separators=(",", ":"))
             conn.execute(_MESSAGE_WRITE, {"key": key, "value": value, "now": now, "ttl": ttl_ms})
+            if event_id and events.makes_event(before, record):
+                _enqueue(conn, now, event_id, key, record)
             return before, record
 
         return self._transaction(update)
@@ -454,6 +491,42 @@ class SqliteStorage(Storage):
         if now - last >= reset_after_ms or now - last >= wait:
             return 0
         return max(1, math.ceil(last + wait - now))
+
+
+    # -- status webhook outbox (SPEC section 11) -----------------------------------------
+
+    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+        # Every worker polls: nothing due costs one read, never the write lock.
+        if not self._execute(_OUTBOX_ANY_DUE, {})[0]:
+            return []
+        rows, _, _ = self._execute(_OUTBOX_CLAIM, {"limit": limit, "lease_ms": lease_ms})
+        return [OutboxEvent(event_id, key, json.loads(record), int(attempts), float(age), lease)
+                for event_id, key, record, attempts, age, lease in rows]
+
+    def webhook_delivered(self, event_id: str) -> bool:
+        return self._execute(_OUTBOX_DELIVERED, {"id": event_id})[1] == 1
+
+    def webhook_retry(self, event_id: str, lease: str, delay_ms: int) -> bool:
+        return self._execute(_OUTBOX_RETRY, {"id": event_id, "lease": lease, "delay": delay_ms})[1] == 1
+
+    def webhook_exhausted(self, event_id: str, lease: str, failure: dict[str, Any]) -> bool:
+        def drop(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute(_OUTBOX_EXHAUSTED, {"id": event_id, "lease": lease}).fetchone()
+            if row is None:
+                return False
+            message = conn.execute(_MESSAGE_READ, {"key": row[0], "now": now}).fetchone()
+            if message is not None:
+                record = json.loads(message[0])
+                events.add_failure(record, failure)
+                conn.execute(_MESSAGE_KEEP_TTL, {"key": row[0], "now": now,
+                                                 "value": json.dumps(record, separators=(",", ":"))})
+            return True
+
+        return self._transaction(drop)
+
+    def webhook_stats(self) -> tuple[int, float | None]:
+        ((count, age),), _, _ = self._execute(_OUTBOX_STATS, {})
+        return int(count), (None if age is None else float(age))
 
 
 # The rate limit's window weighted by :cost; the RETURNING subquery sees the row just

@@ -116,3 +116,19 @@ def hammer_budget(uri: str, start_at: float, threads: int, costs: list[int], lim
     results = _threads(threads, work)
     storage.close()
     return results
+
+
+def hammer_outbox_claim(uri: str, start_at: float, threads: int) -> list:
+    """Claim webhook events from every thread at once, one at a time until none is due; return the ids."""
+    storage = open_storage(uri)
+    _wait_until(start_at)
+
+    def work():
+        claimed = []
+        while events := storage.webhook_claim(1, 60_000):
+            claimed += [event.id for event in events]
+        return claimed
+
+    results = _threads(threads, work)
+    storage.close()
+    return results

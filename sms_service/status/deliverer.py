@@ -1,0 +1,198 @@
+"""The status webhook deliverer: one background thread per worker that empties the outbox.
+
+It claims due events from STORAGE_URI (atomically, with a lease, so in the normal case one
+worker sends each attempt), runs each attempt on a small thread pool so one slow answer
+holds up no other, and then deletes, reschedules or gives up on the event. It is woken at
+once when this process enqueues an event, and polls about once a second for the events of
+other workers and replicas and for retries. Nothing of it runs on a request's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sms_service import metrics
+from sms_service.exceptions import StorageUnavailable
+from sms_service.status import model
+from sms_service.status.webhooks import ATTEMPT_DEADLINE_S, Attempt, WebhookClient, retry_delay_ms
+from sms_service.storage import Storage
+from sms_service.storage.base import OutboxEvent
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0
+THREADS = 8
+# A claim hides its event from other workers this long: past the attempt's deadline and
+# the storage calls around it. A worker killed mid-attempt has its events back after it.
+LEASE_MS = 15_000
+DUE_MARGIN_S = 0.02
+# A storage that fails every poll is said once a minute, not once a second.
+COMPLAINT_EVERY_S = 60.0
+
+
+class Deliverer:
+    """Delivers one worker's share of the outbox until `stop`."""
+
+    def __init__(self, storage: Storage, client: WebhookClient, retry_for_ms: float,
+                 threads: int = THREADS, lease_ms: int = LEASE_MS, poll_s: float = POLL_S) -> None:
+        self.storage = storage
+        self.client = client
+        self.retry_for_ms = retry_for_ms
+        self.threads = threads
+        self.lease_ms = lease_ms
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._next_local_due = float("inf")  # when a retry this worker scheduled comes due
+        self._complained_at = -COMPLAINT_EVERY_S
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread and its pool (in the process that will run them: after a fork)."""
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-attempt")
+        self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the outbox now: this process just enqueued an event."""
+        self._wake.set()
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (SIGTERM); attempts in flight go on to their end."""
+        self._stopping.set()
+        self._wake.set()
+
+    def stop(self, timeout: float = ATTEMPT_DEADLINE_S + 2) -> bool:
+        """Stop claiming and wait up to `timeout` s for the attempts in flight; tell whether all ended.
+
+        An attempt still running then is abandoned: its event stays in the outbox, and
+        another worker takes it up when the lease runs out.
+        """
+        self.stop_claiming()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.client.close()
+        return self.in_flight() == 0
+
+    def in_flight(self) -> int:
+        """Attempts running now."""
+        with self._lock:
+            return self._in_flight
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_stats = 0.0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self._claim_and_start()
+                now = time.monotonic()
+                if now >= next_stats:  # the gauges cost one read a second, never a request's time
+                    next_stats = now + POLL_S
+                    self._refresh_gauges()
+            except Exception as exc:
+                # The thread must outlive any surprise (an unreadable row, say): a dead
+                # deliverer would leave this worker's share of the outbox to the others.
+                self._complain(f"status webhook deliverer error ({type(exc).__name__}); it goes on")
+                now = time.monotonic()
+            with self._lock:
+                # A retry this worker scheduled is looked for when due (a little after: the
+                # storage's clock may be Redis's), not at the next poll, so 1 s stays 1 s.
+                wait = min(self.poll_s, max(0.0, self._next_local_due + DUE_MARGIN_S - now))
+                if self._next_local_due + DUE_MARGIN_S <= now + wait:
+                    self._next_local_due = float("inf")
+            self._wake.wait(wait)
+
+    def _claim_and_start(self) -> None:
+        with self._lock:
+            free = self.threads - self._in_flight
+        if free <= 0 or self._pool is None:
+            return
+        try:
+            claimed = self.storage.guarded(lambda: self.storage.webhook_claim(free, self.lease_ms))
+        except StorageUnavailable:
+            self._complain("status webhook outbox unreadable; delivery waits for the storage")
+            return
+        for event in claimed:
+            with self._lock:
+                self._in_flight += 1
+            try:
+                # Counted out when done or cancelled by a stop: the lease brings a cancelled one back.
+                self._pool.submit(self._deliver, event).add_done_callback(self._done)
+            except RuntimeError:  # the pool is shutting down: the lease brings the event back
+                self._done(None)
+
+    def _refresh_gauges(self) -> None:
+        try:
+            backlog, oldest_ms = self.storage.guarded(self.storage.webhook_stats)
+        except StorageUnavailable:
+            return
+        metrics.show_webhook_outbox(backlog, (oldest_ms or 0) / 1000)
+
+    def _complain(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._complained_at >= COMPLAINT_EVERY_S:
+            self._complained_at = now
+            log.warning(message)
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _deliver(self, event: OutboxEvent) -> None:
+        started = time.monotonic()
+        try:
+            attempt = self.client.attempt(event.id, event.record)
+            metrics.count_webhook_attempt(attempt.result)
+            if attempt.delivered:
+                self.storage.guarded(lambda: self.storage.webhook_delivered(event.id))
+            else:
+                self._failed(event, attempt, (time.monotonic() - started) * 1000)
+        except StorageUnavailable:
+            # The outcome is not stored: the lease brings the event back, and a delivered
+            # one may be sent again (at least once; receivers de-duplicate by webhook-id).
+            self._complain("status webhook outcome not stored; the event will be tried again")
+        except Exception:
+            log.exception("status webhook attempt failed unexpectedly", extra={"webhook_id": event.id})
+
+    def _done(self, _future: object) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._wake.set()  # a slot is free
+
+    def _failed(self, event: OutboxEvent, attempt: Attempt, spent_ms: float) -> None:
+        failed = event.attempts + 1
+        delay_ms = retry_delay_ms(failed)
+        sid = event.record.get("sid")
+        fields = {"sid": sid, "webhook_id": event.id, "attempt": failed, "result": attempt.result,
+                  "http_status": attempt.status}
+        if event.age_ms + spent_ms + delay_ms > self.retry_for_ms:
+            failure = {"webhookId": event.id, "status": event.record.get("status"), "attempts": failed,
+                       "lastResult": attempt.result, "at": model.timestamp()}
+            if self.storage.guarded(lambda: self.storage.webhook_exhausted(event.id, event.lease, failure)):
+                metrics.WEBHOOK_EXHAUSTED.inc()
+                log.error("status webhook gave up: retries exhausted", extra=fields)
+            return
+        if self.storage.guarded(lambda: self.storage.webhook_retry(event.id, event.lease, delay_ms)):
+            with self._lock:
+                self._next_local_due = min(self._next_local_due, time.monotonic() + delay_ms / 1000)
+            log.info("status webhook attempt failed; will retry", extra={**fields, "retry_in_ms": delay_ms})
+
+
+def make_deliverer(storage: Storage, url: str, secret: str, retry_for_ms: float,
+                   user_agent: str) -> Deliverer:
+    """The deliverer of one worker, not started (see `Deliverer.start`)."""
+    return Deliverer(storage, WebhookClient(url, secret, THREADS, user_agent), retry_for_ms)
+
