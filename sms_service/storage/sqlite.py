@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires);
 CREATE TABLE IF NOT EXISTS suppressions (
   number TEXT PRIMARY KEY, source TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS circuits (
+  key TEXT PRIMARY KEY, failures INTEGER NOT NULL, retry_at REAL NOT NULL, lease_until REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -124,6 +127,14 @@ ON CONFLICT (number) DO NOTHING
 _SUPPRESS_REMOVE = "DELETE FROM suppressions WHERE number = :number"
 _SUPPRESS_GET = "SELECT source, since FROM suppressions WHERE number = :number"
 _SUPPRESS_ALL = "SELECT number, source, since FROM suppressions ORDER BY number"
+
+# Failover circuits (a handful of rows, never swept): retry_at 0 means closed.
+_CIRCUIT_READ = "SELECT failures, retry_at, lease_until FROM circuits WHERE key = :key"
+_CIRCUIT_WRITE = """
+INSERT INTO circuits (key, failures, retry_at, lease_until) VALUES (:key, :failures, :retry_at, :lease_until)
+ON CONFLICT (key) DO UPDATE SET
+  failures = excluded.failures, retry_at = excluded.retry_at, lease_until = excluded.lease_until
+"""
 
 T = TypeVar("T")
 
@@ -424,3 +435,57 @@ class SqliteStorage(Storage):
                 pass
         self._connections.clear()
         self._local = threading.local()
+
+    # -- circuit breakers of provider failover (SPEC section 13) ------------------------
+
+    def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
+        # Closed (nearly always): one read, no write lock. Only an open circuit takes the
+        # transaction in which one caller claims the trial.
+        rows, _, _ = self._execute(_CIRCUIT_READ, {"key": key})
+        if not rows or not rows[0][1]:
+            return "closed", int(rows[0][0]) if rows else 0
+
+        def claim(conn: sqlite3.Connection, now: float) -> tuple[str, int]:
+            row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
+            if row is None or not row[1]:
+                return "closed", int(row[0]) if row else 0
+            failures, retry_at, lease_until = row
+            wait = max(retry_at, lease_until) - now
+            if wait > 0:
+                return "open", max(1, math.ceil(wait))
+            conn.execute(_CIRCUIT_WRITE, {"key": key, "failures": failures, "retry_at": retry_at,
+                                          "lease_until": now + lease_ms})
+            return "trial", 0
+
+        return self._transaction(claim)
+
+    def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
+                       reset_after_ms: int) -> tuple[str, str]:
+        def record(conn: sqlite3.Connection, now: float) -> tuple[str, str]:
+            row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
+            failures, retry_at, lease_until = row or (0, 0.0, 0.0)
+            before = "open" if retry_at else "closed"
+            if ok:
+                failures, retry_at, lease_until = 0, 0.0, 0.0
+            elif trial:
+                failures, retry_at, lease_until = failures + 1, now + reset_after_ms, 0.0
+            else:
+                failures += 1
+                if not retry_at and failures >= threshold:
+                    retry_at = now + reset_after_ms
+            conn.execute(_CIRCUIT_WRITE, {"key": key, "failures": failures, "retry_at": retry_at,
+                                          "lease_until": lease_until})
+            return before, "open" if retry_at else "closed"
+
+        return self._transaction(record)
+
+    def circuit_get(self, key: str) -> tuple[str, int, int]:
+        rows, _, now = self._execute(_CIRCUIT_READ, {"key": key})
+        if not rows:
+            return "closed", 0, 0
+        failures, retry_at, _ = rows[0]
+        if not retry_at:
+            return "closed", int(failures), 0
+        if retry_at > now:
+            return "open", int(failures), max(1, math.ceil(retry_at - now))
+        return "half-open", int(failures), 0
