@@ -335,13 +335,14 @@ def on_starting(server: Arbiter) -> None:
 
     Raises SystemExit(1) after that line.
     """
-    from sms_service.plugin_loader import load_provider
+    from sms_service.plugin_loader import load_providers
 
     level = server.cfg.loglevel.lower()
     configure_logging(level if level in LOG_LEVELS else "info")
     try:
         service_settings = load_settings()
-        load_provider(service_settings).close()
+        for provider in load_providers(service_settings).values():  # each one of SERVICE_PROVIDER
+            provider.close()
         # Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this
         # is the count gunicorn is about to fork.
         check_worker_count(service_settings, server.cfg.workers)
@@ -393,7 +394,8 @@ def worker_exit(server: Arbiter, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("sms_service")
     if services is not None:
-        services.provider.close()
+        for route in services.failover.routes:
+            route.provider.close()
         services.storage.close()
 
 
