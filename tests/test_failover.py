@@ -396,3 +396,57 @@ def test_an_idempotency_key_freed_after_every_provider_sent_nothing_lets_a_retry
         mock.post(TWILIO_SEND, status=201, json={"sid": "SM" + "a" * 32, "status": "queued", "num_segments": "1"})
         answer = client.post("/send", json=payload, headers=headers)
         assert answer.status_code == 200 and answer.get_json()["sid"] == "SM" + "a" * 32
+
+
+# -- each provider's balance check (moved here from Guards.check_balance) -----------------
+
+KALEYRA_BALANCE = f"https://api.kaleyra.io/api/v1/{KALEYRA['KALEYRA_SID']}/billing"
+
+
+def route_of(app, name: str) -> Route:
+    return app.extensions["sms_service"].route(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "answer", "raises"),
+    [
+        ("twilio", TWILIO_BALANCE, {"balance": "12.50", "currency": "USD"}, None),
+        ("twilio", TWILIO_BALANCE, {"balance": "0.00", "currency": "USD"}, BalanceExhausted),
+        ("twilio", TWILIO_BALANCE, {"balance": "-3.10", "currency": "USD"}, BalanceExhausted),
+        ("twilio", TWILIO_BALANCE, {"nothing": "here"}, BalanceUnavailable),
+        ("kaleyra", KALEYRA_BALANCE, {"data": {"balance": "5", "currency": "EUR"}}, None),
+        ("kaleyra", KALEYRA_BALANCE, {"data": {"balance": "0", "currency": "EUR"}}, BalanceExhausted),
+        ("kaleyra", KALEYRA_BALANCE, {"data": [{"balance": "-1"}]}, BalanceExhausted),
+    ],
+)
+def test_balance_of_each_provider(name, url, answer, raises):
+    app = failover_app(KALEYRA_EMPTY_BALANCE_CHECK="true")
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        mock.get(url, json=answer)
+        if raises is None:
+            route_of(app, name).check_balance()
+        else:
+            with pytest.raises(raises):
+                route_of(app, name).check_balance()
+
+
+def test_balance_lookup_failure_fails_closed():
+    app = failover_app()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        mock.get(TWILIO_BALANCE, status=500, json={"message": "down"})
+        with pytest.raises(BalanceUnavailable):
+            route_of(app, "twilio").check_balance()
+
+
+def test_balance_not_read_when_that_providers_check_is_off():
+    app = failover_app()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(KALEYRA_BALANCE, json={"data": {"balance": "0"}})
+        route_of(app, "kaleyra").check_balance()
+        assert len(mock.calls) == 0
+
+
+def test_a_balance_check_on_a_provider_without_balance_stops_start_up():
+    with pytest.raises(ConfigError, match="^CONSOLE_EMPTY_BALANCE_CHECK is on but provider 'console'"):
+        create_app({"SERVICE_PROVIDER": "twilio,console", **TWILIO, "CONSOLE_EMPTY_BALANCE_CHECK": "true",
+                    "STORAGE_URI": "memory://"})
