@@ -47,6 +47,8 @@ class ProviderError(SmsServiceError):
 
     reason = "provider_error"
     nothing_sent: bool = False
+    #: the configured provider that raised it, set by the service (failover logs name it)
+    provider: str | None = None
 
     def __init__(
         self,

@@ -139,6 +139,8 @@ class Failover:
             try:
                 receipt, elapsed = self._through(route, message)
             except Exception as exc:
+                if isinstance(exc, ProviderError):
+                    exc.provider = route.name  # the error's log line names who said it
                 if admission is not None:
                     route.circuit.record(admission, ok=not counts_against_circuit(exc))
                 if not moves_on(exc) or len(self.routes) == 1:

@@ -450,3 +450,18 @@ def test_a_balance_check_on_a_provider_without_balance_stops_start_up():
     with pytest.raises(ConfigError, match="^CONSOLE_EMPTY_BALANCE_CHECK is on but provider 'console'"):
         create_app({"SERVICE_PROVIDER": "twilio,console", **TWILIO, "CONSOLE_EMPTY_BALANCE_CHECK": "true",
                     "STORAGE_URI": "memory://"})
+
+
+def test_the_log_line_of_a_failed_send_names_the_provider_that_failed(caplog):
+    app = failover_app(TWILIO_EMPTY_BALANCE_CHECK="false")
+    client = app.test_client()
+    with responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=401, json={"code": 20003, "message": "Authenticate"})
+        mock.post(KALEYRA_SEND, status=503, json={"message": "down"})
+        answer = client.post("/send", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+    assert answer.status_code == 502
+    failed = [r for r in caplog.records if r.getMessage() == "provider did not accept the message"]
+    assert [(r.provider, r.error_class) for r in failed] == [("kaleyra", "ProviderUnavailable")]
+    moved = [r for r in caplog.records if r.levelname == "ERROR" and r.getMessage().startswith("provider refused")]
+    assert [(r.provider, r.next_provider, r.provider_code) for r in moved] == [("twilio", "kaleyra", 20003)]
+    assert TWILIO["TWILIO_AUTH_TOKEN"] not in caplog.text and KALEYRA["KALEYRA_API_KEY"] not in caplog.text
