@@ -704,3 +704,15 @@ def test_processes_racing_for_one_trial_get_exactly_one(shared_storage_uri):
                for r in proc]
     assert [r for r in results if r.startswith("error")] == []
     assert results.count("trial") == 1 and results.count("open") == 31
+
+
+def test_sqlite_file_of_schema_1_gains_the_circuits_table(tmp_path):
+    path = str(tmp_path / "old.db")
+    SqliteStorage(path).close()
+    with sqlite3.connect(path) as conn:  # a file of the first release: no circuits table yet
+        conn.execute("DROP TABLE circuits")
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStorage(path)
+    assert store.circuit_record("p", ok=False, trial=False, threshold=1, reset_after_ms=5000) == ("closed", "open")
+    assert store.circuit_admit("p", 1000)[0] == "open"
+    store.close()
