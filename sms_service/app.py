@@ -16,10 +16,11 @@ from werkzeug.exceptions import Unauthorized
 from sms_service import errors, estimate, metrics, ops, send
 from sms_service.config import Settings, load_settings
 from sms_service.dispatch import Dispatcher
+from sms_service.failover import Failover, Route, build_failover
 from sms_service.guards import Guards
 from sms_service.idempotency import Idempotency
 from sms_service.logs import REQUEST_ID_HEADER, request_id_from
-from sms_service.plugin_loader import load_provider
+from sms_service.plugin_loader import load_providers
 from sms_service.provider import Provider
 from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.status import routes as status_routes
@@ -46,10 +47,17 @@ class Services:
     suppression: SuppressionList | None = None
     # The status webhook deliverer (STATUS_WEBHOOK_URL set), started by the serving worker.
     webhooks: Deliverer | None = None
+    failover: Failover | None = None
 
     def __post_init__(self) -> None:
         if self.suppression is None:
             self.suppression = self.guards.suppression
+        if self.failover is None:
+            self.failover = self.dispatcher.failover
+
+    def route(self, name: str) -> Route | None:
+        """The configured provider called `name` (callbacks name theirs), or None."""
+        return self.failover.by_name.get(name)
 
     def authorize(self, header: str | None) -> str | None:
         """Check the bearer key when API_KEYS is set; raises Unauthorized otherwise.
@@ -91,21 +99,29 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     Raises `ConfigError` (or `ProviderLoadError`) naming what is wrong.
     """
     settings = load_settings(env)
-    provider = load_provider(settings)
+    providers = load_providers(settings)  # every provider of SERVICE_PROVIDER, in order
+    provider = providers[settings.provider]
     storage = connect_storage(settings)
-    guards = Guards(settings, storage, provider)
+    guards = Guards(settings, storage)
     status = StatusService(settings.provider, provider, storage, settings.message_ttl,
                            settings.public_base_url, settings.callback_secret)
+    failover = build_failover(settings, providers, storage, status)
+    dispatcher = Dispatcher(settings.provider, provider, guards, status, failover)
     services = Services(
-        settings, provider, storage, guards, Dispatcher(settings.provider, provider, guards, status),
-        # Past the balance read and the send, each bounded by PROVIDER_TIMEOUT, plus storage.
-        Idempotency(storage, settings.idempotency_ttl, stale_after_s=settings.provider_timeout * 2 + 30),
+        settings, provider, storage, guards, dispatcher,
+        # Past the balance read and the send of every provider tried, each bounded by
+        # PROVIDER_TIMEOUT, plus storage: a key taken over sooner could send twice.
+        Idempotency(storage, settings.idempotency_ttl,
+                    stale_after_s=settings.provider_timeout * 2 * len(providers) + 30),
         status,
+        failover=failover,
     )
     if settings.status_webhook_url and settings.status_webhook_secret:
-        services.webhooks = status.webhooks = make_deliverer(
+        services.webhooks = make_deliverer(
             storage, settings.status_webhook_url, settings.status_webhook_secret,
             settings.status_webhook_retry_for_ms, user_agent=f"sms-service/{_version()}")
+        for route in failover.routes:  # every provider's records make events
+            route.status.webhooks = services.webhooks
         if not settings.shared_storage:
             log.warning("status webhooks wait in process memory (STORAGE_URI memory://): events not yet "
                         "delivered are lost at every restart; use sqlite:// or a persistent redis://")

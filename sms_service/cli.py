@@ -10,7 +10,7 @@ import sys
 from sms_service.config import load_settings
 from sms_service.exceptions import ConfigError
 from sms_service.logs import configure_logging
-from sms_service.plugin_loader import installed_providers, load_provider
+from sms_service.plugin_loader import installed_providers, load_providers
 from sms_service.suppression import csvio as suppressions_csv
 
 
@@ -25,12 +25,13 @@ def _providers(_: argparse.Namespace) -> int:
 def _check_config(_: argparse.Namespace) -> int:
     try:
         settings = load_settings()
-        load_provider(settings).close()
+        for provider in load_providers(settings).values():
+            provider.close()
     except ConfigError as exc:
         print(f"configuration error: {exc.message}", file=sys.stderr)
         return 1
     storage = "shared" if settings.shared_storage else "this process only"
-    print(f"configuration OK: provider {settings.provider}, storage {storage}")
+    print(f"configuration OK: provider {','.join(settings.providers)}, storage {storage}")
     return 0
 
 

@@ -54,6 +54,12 @@ class Settings:
     status_webhook_secret: str | None = field(default=None, repr=False)
     status_webhook_retry_for_ms: float = 86_400_000
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Failover (SPEC section 13): every provider of SERVICE_PROVIDER, in order (the
+    # first is `provider`), with its own balance check; and the circuit breakers' settings.
+    providers: tuple[str, ...] = ()
+    balance_checks: Mapping[str, bool] = field(default_factory=dict)
+    failover_failure_threshold: int = 5
+    failover_reset_after_ms: float = 30_000
 
     @property
     def balance_check_variable(self) -> str:
@@ -77,9 +83,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     Raises `ConfigError` naming the first wrong variable.
     """
     env = dict(os.environ if env is None else env)
-    provider = env.get("SERVICE_PROVIDER", "").strip()
-    if not provider:
-        raise ConfigError("SERVICE_PROVIDER is not set: name a provider plugin such as twilio or kaleyra")
+    providers = _provider_list(env, "SERVICE_PROVIDER")
+    provider = providers[0]
     settings = Settings(
         provider=provider,
         rate_limit_max_requests=_positive_int(env, "RATE_LIMIT_MAX_REQUESTS", 100),
@@ -101,8 +106,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         segment_budgets=_budgets(env, "SEGMENT_BUDGETS"),
         **_status_webhook(env),
         env=env,
+        providers=providers,
+        balance_checks={name: _bool(env, balance_variable(name), False) for name in providers},
+        failover_failure_threshold=_positive_int(env, "FAILOVER_FAILURE_THRESHOLD", 5),
+        failover_reset_after_ms=_duration(env, "FAILOVER_RESET_AFTER", "30s"),
     )
     return settings
+
+
+MAX_PROVIDERS = 4
+
+
+def _provider_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The ordered providers of `name`: one entry-point name, or up to four, comma-separated.
+
+    Whether each is installed is the plugin loader's to say (it lists what is).
+    """
+    text = env.get(name, "").strip()
+    if not text:
+        raise ConfigError(f"{name} is not set: name a provider plugin such as twilio or kaleyra")
+    names = tuple(part.strip() for part in text.split(","))
+    if "" in names:
+        raise ConfigError(f"{name} has an empty entry: list provider names separated by commas, "
+                          f"such as twilio,kaleyra")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{name} names {', '.join(duplicates)} more than once")
+    if len(names) > MAX_PROVIDERS:
+        raise ConfigError(f"{name} lists {len(names)} providers; at most {MAX_PROVIDERS} are allowed")
+    return names
 
 
 def _ascii_digits(text: str) -> bool:

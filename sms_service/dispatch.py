@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Any
 
-from sms_service import metrics, phone
-from sms_service.exceptions import ProviderError, ReceiverUnsubscribed
+from sms_service import phone
+from sms_service.exceptions import ReceiverUnsubscribed
+from sms_service.failover import Failover, Route
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
 from sms_service.provider import Message, Provider, Receipt
@@ -19,86 +19,73 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    """Sends one validated message through the guards and the provider."""
+    """Sends one validated message through the guards and the providers, in failover order."""
 
     def __init__(self, provider_name: str, provider: Provider, guards: Guards,
-                 status: StatusService | None = None) -> None:
-        self.provider_name = provider_name
-        self.provider = provider
+                 status: StatusService | None = None, failover: Failover | None = None) -> None:
         self.guards = guards
-        self.status = status
-        # Given with every message when the plugin takes status callbacks.
-        self.callback_url = getattr(provider, "callback_url", None) if provider.supports_status() else None
-        # Label children bound once: looking them up costs a lock and a dict per call.
-        self._accepted = metrics.MESSAGES_ACCEPTED.labels(provider_name)
-        self._segments = {enc: metrics.SEGMENTS.labels(provider_name, enc) for enc in ("GSM-7", "UCS-2")}
-        self._durations: dict[str, Any] = {}
+        # One provider and no failover given: the route of that provider alone.
+        self.failover = failover or Failover([Route(provider_name, provider, guards.settings.balance_check,
+                                                    status)])
+        first = self.failover.routes[0]
+        self.provider_name, self.provider, self.status = first.name, first.provider, first.status
 
     def send(self, sender: str, receiver: str, body: str,
              owner: str = "") -> tuple[dict[str, str], dict[str, Any]]:
         """Send a message; return the receipt as the API's four strings, and log fields.
 
-        The log fields (provider, masked receiver, segments, status, duration) go on the
-        request's access-log line. The message's record is stored (for `owner`, the
-        caller's key identity) before this returns. Raises a `GuardRejection`,
-        `StorageUnavailable` or `ProviderError`.
+        The log fields (provider that sent, masked receiver, segments, status, duration)
+        go on the request's access-log line. The message's record is stored (for
+        `owner`, the caller's key identity) under the provider that sent it before this
+        returns. Raises a `GuardRejection`, `StorageUnavailable` or `ProviderError`.
         """
         segments = count_segments(body)
+        # Guards once per request, whatever the number of providers tried; then the
+        # providers in failover order, each with its own balance check and circuit.
         self.guards.admit(receiver, segments.count)
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
-                          status_callback=self.callback_url)
-        started = time.perf_counter()
+                          status_callback=self.failover.routes[0].callback_url)
         try:
-            receipt = self.provider.send(message)
-        except ProviderError as exc:
-            self._observe(exc.reason, started)
-            if isinstance(exc, ReceiverUnsubscribed):
-                # The provider knows of an opt-out we missed: no other provider may send either.
-                self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
+            route, receipt, elapsed = self.failover.send(message)
+        except ReceiverUnsubscribed as exc:
+            # The provider knows of an opt-out we missed: no other provider may send either.
+            self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
             raise
-        except Exception:
-            self._observe("plugin_error", started)
-            raise
-        elapsed = self._observe("accepted", started)
         answer = receipt_fields(receipt, segments.count)
-        if self.status is not None:
-            self.status.record_send(answer, receiver, segments.encoding, owner)
-        self._accepted.inc()
-        self._segments[segments.encoding].inc(int(answer["numSegments"]))
+        if route.status is not None:
+            route.status.record_send(answer, receiver, segments.encoding, owner)
+        route.accepted.inc()
+        route.segments[segments.encoding].inc(int(answer["numSegments"]))
         fields = {
-            "provider": self.provider_name, "receiver": mask_number(receiver),
+            "provider": route.name, "receiver": mask_number(receiver),
             "segments": int(answer["numSegments"]), "encoding": segments.encoding,
             "sms_status": answer["status"], "sid": answer["sid"],
             "provider_ms": round(elapsed * 1000, 1),
         }
+        if route is not self.failover.routes[0]:
+            fields["failover_from"] = self.failover.routes[0].name
         log.debug("message accepted by provider", extra=fields)
         return answer, fields
 
     def estimate(self, receiver: str, body: str) -> dict[str, str]:
         """What `send` would do now, without sending or consuming anything: the same guards
-        in check mode, then what the message would be.
+        in check mode, the provider that would be tried first, then what the message would be.
 
         Returns the estimate as the API's five strings. Raises what `send` would raise
-        before its provider call: a `GuardRejection` or `StorageUnavailable`.
+        before a provider's send call: a `GuardRejection`, `StorageUnavailable`, or the
+        failure of every provider when none is usable (circuits open, balances empty).
         """
         segments = count_segments(body)
         self.guards.admit(receiver, segments.count, consume=False)
+        route = self.failover.first_usable()
         return {
             "numSegments": str(segments.count),
             "encoding": segments.encoding,
             "country": phone.region_of(receiver) or "unknown",
             "numberType": phone.type_of(receiver),
-            "provider": self.provider_name,
+            "provider": route.name,
         }
-
-    def _observe(self, outcome: str, started: float) -> float:
-        elapsed = time.perf_counter() - started
-        child = self._durations.get(outcome)
-        if child is None:
-            child = self._durations[outcome] = metrics.PROVIDER_DURATION.labels(self.provider_name, outcome)
-        child.observe(elapsed)
-        return elapsed
 
 
 def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def handle_service_error(exc: SmsServiceError) -> Response:
 
 def _provider_fields(exc: ProviderError) -> dict[str, Any]:
     return {
+        "provider": exc.provider,
         "error_class": type(exc).__name__, "provider_code": exc.provider_code,
         "provider_status": exc.http_status, "provider_request_id": exc.request_id,
     }

@@ -35,9 +35,20 @@ class ProviderError(SmsServiceError):
 
     `provider_code` is the provider's own error code when it gave one, `http_status` the
     status of its answer, `request_id` the provider's request id when known.
+
+    `nothing_sent` is the failover signal (SPEC section 13): True only when the failure
+    proves that no SMS went out (no byte of the request left, or the provider refused
+    the request before taking the message: credentials, throttling). Each class states
+    its own; a plugin may set it on one error with ``nothing_sent=True`` when the
+    provider's answer proves it (a documented "request not processed" code), and must
+    never set it when in doubt. The dispatcher then tries the next provider, and an
+    ``Idempotency-Key`` is freed for a retry.
     """
 
     reason = "provider_error"
+    nothing_sent: bool = False
+    #: the configured provider that raised it, set by the service (failover logs name it)
+    provider: str | None = None
 
     def __init__(
         self,
@@ -47,17 +58,25 @@ class ProviderError(SmsServiceError):
         http_status: int | None = None,
         request_id: str | None = None,
         retry_after: int | None = None,
+        nothing_sent: bool | None = None,
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.provider_code = provider_code
         self.http_status = http_status
         self.request_id = request_id
+        if nothing_sent is not None:
+            self.nothing_sent = nothing_sent
 
 
 class MessageRejected(ProviderError):
-    """Raised when the provider refuses the message itself (bad number, opted out, ...)."""
+    """Raised when the provider refuses the message itself (bad number, opted out, ...).
+
+    Nothing was sent, yet it never fails over: the message would fail at any provider
+    (or must not go at all, when the receiver opted out).
+    """
 
     reason = "provider_rejected"
+    nothing_sent = True
 
 
 class ReceiverUnsubscribed(MessageRejected):
@@ -70,15 +89,17 @@ class ReceiverUnsubscribed(MessageRejected):
 
 
 class ProviderRateLimited(ProviderError):
-    """Raised when the provider says too many requests; nothing was sent."""
+    """Raised when the provider says too many requests; nothing was sent (fails over)."""
 
     reason = "provider_rate_limited"
+    nothing_sent = True
 
 
 class ProviderAuthError(ProviderError):
-    """Raised when the provider refuses our credentials."""
+    """Raised when the provider refuses our credentials; nothing was sent (fails over)."""
 
     reason = "provider_auth"
+    nothing_sent = True
 
 
 class ProviderUnavailable(ProviderError):
@@ -89,9 +110,16 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderUnreachable(ProviderUnavailable):
     """Raised when the provider could not be reached: no byte of the request was sent,
-    so no SMS can have gone."""
+    so no SMS can have gone (fails over)."""
 
     reason = "provider_unreachable"
+    nothing_sent = True
+
+
+class NoProviderAvailable(ProviderUnreachable):
+    """Raised when every configured provider's circuit is open, so none was called."""
+
+    reason = "circuit_open"
 
 
 class ProviderTimeout(ProviderError):

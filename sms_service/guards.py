@@ -1,5 +1,5 @@
 """Anti-pumping guards: global rate limit, destination policy, opt-outs, per-receiver delay,
-segment budgets, balance.
+segment budgets. (Each provider's balance check belongs to its route: sms_service.failover.)
 
 They run before any provider call, in the order of SPEC section 6, and know nothing of
 Flask: each raises a `GuardRejection` subclass (or `StorageUnavailable`) to refuse. One
@@ -17,15 +17,11 @@ from sms_service.budgets import SegmentBudgets
 from sms_service.config import Settings
 from sms_service.durations import format_duration
 from sms_service.exceptions import (
-    BalanceExhausted,
-    BalanceUnavailable,
     DestinationRefused,
-    ProviderError,
     RateLimitExceeded,
     ReceiverSuppressed,
     ReceiverTooSoon,
 )
-from sms_service.provider import Provider
 from sms_service.storage import Storage
 from sms_service.suppression.service import SuppressionList
 
@@ -35,10 +31,9 @@ RATE_LIMIT_KEY = "send"
 class Guards:
     """The guards of one worker, sharing state through `storage`."""
 
-    def __init__(self, settings: Settings, storage: Storage, provider: Provider) -> None:
+    def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
         self.storage = storage
-        self.provider = provider
         self._window_ms = math.ceil(settings.rate_limit_window_ms)
         self._reset_after_ms = math.ceil(settings.delay_reset_after * 1000)
         self.suppression = SuppressionList(storage)
@@ -47,7 +42,7 @@ class Guards:
 
     def admit(self, receiver: str, segments: int, *, consume: bool = True) -> None:
         """Run the guards that follow validation, in order: destination policy, opt-out,
-        delay, segment budget, balance.
+        delay, segment budget (the providers' balance checks follow, per provider).
 
         With `consume` (a send) the delay and the budget are spent; without it (an
         estimate) each guard only says whether it would refuse, and nothing is counted,
@@ -59,7 +54,6 @@ class Guards:
         self.check_delay(receiver, consume=consume)
         if self.budgets is not None:
             self.budgets.check(phone.region_of(receiver), segments, consume=consume)
-        self.check_balance()
 
     def check_rate_limit(self) -> None:
         """Count one /send request against the deployment-wide limit.
@@ -119,18 +113,3 @@ class Guards:
                 "receiver: too many messages to this number, wait before sending again",
                 retry_after=max(1, math.ceil(wait_ms / 1000)),
             )
-
-    def check_balance(self) -> None:
-        """When the balance check is on, refuse to send on an empty or unknown balance.
-
-        Raises `BalanceExhausted` or `BalanceUnavailable`.
-        """
-        if not self.settings.balance_check:
-            return
-        try:
-            balance = self.provider.balance()
-        except ProviderError as exc:
-            raise BalanceUnavailable(f"provider balance could not be read: {exc.message}") from None
-        if balance.amount <= 0:
-            raise BalanceExhausted("provider balance is exhausted; no message was sent")
-

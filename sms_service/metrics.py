@@ -59,6 +59,27 @@ BUDGET_USE = Gauge(
 ESTIMATE_REQUESTS = Counter(
     "sms_estimate_requests_total", "Requests to POST /estimate by outcome", ["status_class", "reason"],
 )
+# Failover (SPEC section 13). `to` is the next provider tried, or "none" when no
+# provider was left; `reason` the failure's fixed word (provider_unreachable,
+# provider_auth, provider_rate_limited, balance_exhausted, balance_unavailable,
+# circuit_open).
+FAILOVERS = Counter(
+    "sms_failover_total", "Sends that moved on from a provider that provably sent nothing",
+    ["from", "to", "reason"],
+)
+# One series per provider and state, 1 for the state the circuit is in: the most recent
+# value any worker saw wins, and every scrape of /-/metrics reads the shared state afresh.
+CIRCUIT_STATE = Gauge(
+    "sms_circuit_state", "State of each provider's circuit breaker (1: the current state)",
+    ["provider", "state"], multiprocess_mode="mostrecent",
+)
+CIRCUIT_STATES = ("closed", "half-open", "open")
+
+
+def set_circuit_state(provider: str, state: str) -> None:
+    """Show `state` as the current state of `provider`'s circuit."""
+    for name in CIRCUIT_STATES:
+        CIRCUIT_STATE.labels(provider, name).set(1 if name == state else 0)
 
 
 _send_children: dict[tuple[int, str], object] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from sms_service import lifecycle, metrics
@@ -16,9 +18,9 @@ def _name_version() -> dict[str, str]:
     return {"name": "sms-service", "version": __version__}
 
 
-def _answer(checks: dict[str, str], figures: dict[str, object] | None = None) -> Response:
+def _answer(checks: dict[str, str], **details: object) -> Response:
     healthy = all(state == "OK" for state in checks.values())
-    body = {**_name_version(), "status": "OK" if healthy else "KO", "checks": checks, **(figures or {})}
+    body = {**_name_version(), "status": "OK" if healthy else "KO", "checks": checks, **details}
     if not healthy:
         failing = ", ".join(name for name, state in checks.items() if state != "OK")
         # 503 still carries the error fields every 5xx of the service has.
@@ -50,13 +52,37 @@ def check_up() -> Response:
     """Dependencies one by one: storage, and the provider balance when it is checked."""
     services = current_app.extensions["sms_service"]
     checks = {"storage": "OK" if services.storage.ping() else "KO"}
-    if services.settings.balance_check:
-        try:
-            services.provider.balance()
-            checks["provider_balance"] = "OK"
-        except ProviderError:
-            checks["provider_balance"] = "KO"
-    return _answer(checks, _webhook_figures(services))
+    providers = _providers(services, checks)
+    return _answer(checks, providers=providers, **_webhook_figures(services))
+
+
+def _providers(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:
+    """Each provider in failover order, with its circuit and, when checked, its balance.
+
+    With several providers, the ``providers`` check is KO only when every circuit is
+    open (nothing can be sent); one open circuit shows in the list.
+    """
+    routes = services.failover.routes
+    listed: list[dict[str, object]] = []
+    for route in routes:
+        entry: dict[str, object] = {"name": route.name, "circuit": "off"}
+        if route.circuit is not None:
+            try:
+                entry["circuit"], entry["failures"], _ = route.circuit.state()
+            except StorageUnavailable:
+                entry["circuit"] = "unknown"
+        if route.balance_check:
+            # One provider keeps the check's name of before failover existed.
+            key = "provider_balance" if len(routes) == 1 else f"provider_balance:{route.name}"
+            try:
+                amount = route.provider.balance().amount
+                checks[key], entry["balance"] = "OK", "OK" if amount > 0 else "empty"
+            except ProviderError:
+                checks[key] = entry["balance"] = "KO"
+        listed.append(entry)
+    if len(routes) > 1:
+        checks["providers"] = "KO" if all(e["circuit"] == "open" for e in listed) else "OK"
+    return listed
 
 
 def _webhook_figures(services: object) -> dict[str, object]:
@@ -75,5 +101,12 @@ def _webhook_figures(services: object) -> dict[str, object]:
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
     """Prometheus text exposition of the whole deployment's workers."""
+    services = current_app.extensions["sms_service"]
+    for route in services.failover.routes:  # the circuits' gauges, read afresh from the storage
+        if route.circuit is not None:
+            try:
+                route.circuit.state()
+            except StorageUnavailable:
+                pass
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -79,6 +80,32 @@ def load_provider(settings: Settings) -> Provider:
         raise ProviderLoadError(
             f"SERVICE_PROVIDER {name!r} failed to start ({type(exc).__name__})"
         ) from exc
+
+
+def load_providers(settings: Settings) -> dict[str, Provider]:
+    """Load every provider of SERVICE_PROVIDER, in order, each with its own settings.
+
+    Each reads its own ``<NAME>_*`` variables and ``<NAME>_EMPTY_BALANCE_CHECK``; the
+    first that fails stops start-up (the ones already built are closed). Raises as
+    `load_provider`.
+    """
+    loaded: dict[str, Provider] = {}
+    try:
+        for name in settings.providers or (settings.provider,):
+            loaded[name] = load_provider(settings_for(settings, name))
+    except BaseException:
+        for provider in loaded.values():
+            provider.close()
+        raise
+    return loaded
+
+
+def settings_for(settings: Settings, name: str) -> Settings:
+    """The settings as provider `name` sees them: its name and its own balance check."""
+    if name == settings.provider:
+        return settings
+    return dataclasses.replace(settings, provider=name,
+                               balance_check=settings.balance_checks.get(name, False))
 
 
 def check_plugin_api(name: str, cls: type[Provider]) -> None:

@@ -15,6 +15,14 @@ turns the replies people send to the service's number into `InboundMessage` valu
 from which the service learns opt-outs (STOP) and opt-ins (START). A provider that
 learns an opt-out while sending raises `ReceiverUnsubscribed`; one that reports it on a
 delivery report sets ``StatusUpdate.opted_out``.
+
+Failover (SPEC section 13): ``SERVICE_PROVIDER`` may list several providers, tried in
+order. The service moves to the next one only when the error a provider raised proves
+no SMS went out, ``ProviderError.nothing_sent``: True for `ProviderUnreachable`,
+`ProviderAuthError` and `ProviderRateLimited` (and for `MessageRejected`, which still
+never fails over, since the message would fail anywhere); False for `ProviderTimeout`
+and `ProviderUnavailable`. Raise the class that says what happened; pass
+``nothing_sent=True`` only for an answer the provider documents as "not processed".
 """
 
 from __future__ import annotations
@@ -193,14 +201,17 @@ class Provider(abc.ABC):
 
         Raises a `ProviderError` subclass when the provider did not accept it:
         `MessageRejected`, `ProviderRateLimited`, `ProviderAuthError`,
-        `ProviderUnavailable` or `ProviderTimeout`. A send must never be retried unless
-        the request provably never left this process.
+        `ProviderUnreachable`, `ProviderUnavailable` or `ProviderTimeout`. A send must
+        never be retried unless the request provably never left this process. The
+        class decides failover: only an error whose ``nothing_sent`` is True (and that
+        is no `MessageRejected`) lets the service try the next provider.
         """
 
     def balance(self) -> Balance:
         """Return the account balance; optional, needed for ``<NAME>_EMPTY_BALANCE_CHECK``.
 
-        Raises a `ProviderError` subclass when it cannot be read.
+        Raises a `ProviderError` subclass when it cannot be read. An empty or unreadable
+        balance moves a send to the next provider, when there is one.
         """
         raise NotImplementedError
 

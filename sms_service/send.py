@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 # Failures after which no SMS can have gone out: the Idempotency-Key is freed for a retry.
 # Any other failure (timeout, 5xx, unreadable answer) may hide a sent SMS, so its answer
-# is kept and replayed instead of risking a second message.
+# is kept and replayed instead of risking a second message. A provider error that
+# proves it sent nothing says so itself (`ProviderError.nothing_sent`, which failover
+# reads too).
 NOTHING_SENT = (GuardRejection, StorageUnavailable, MessageRejected, ProviderRateLimited, ProviderAuthError,
                 ProviderUnreachable)
 
@@ -112,10 +114,10 @@ def send() -> Response:
         return _replay(known)
     try:
         receipt, log_fields = services.dispatcher.send(**payload, owner=g.get("caller") or "")
-    except NOTHING_SENT:
-        _settle(lambda: services.idempotency.release(known))
-        raise
     except SmsServiceError as exc:
+        if isinstance(exc, NOTHING_SENT) or getattr(exc, "nothing_sent", False):
+            _settle(lambda: services.idempotency.release(known))
+            raise
         answer = StoredAnswer(status_for(exc), error_body(status_for(exc), exc.message), exc.retry_after)
         _settle(lambda: services.idempotency.complete(known, answer))
         raise

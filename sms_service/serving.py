@@ -335,13 +335,14 @@ def on_starting(server: Arbiter) -> None:
 
     Raises SystemExit(1) after that line.
     """
-    from sms_service.plugin_loader import load_provider
+    from sms_service.plugin_loader import load_providers
 
     level = server.cfg.loglevel.lower()
     configure_logging(level if level in LOG_LEVELS else "info")
     try:
         service_settings = load_settings()
-        load_provider(service_settings).close()
+        for provider in load_providers(service_settings).values():  # each one of SERVICE_PROVIDER
+            provider.close()
         # Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this
         # is the count gunicorn is about to fork.
         check_worker_count(service_settings, server.cfg.workers)
@@ -404,7 +405,8 @@ def worker_exit(server: Arbiter, worker: Any) -> None:
         if services.webhooks is not None:
             # Within each attempt's deadline; what is unfinished stays in the outbox.
             services.webhooks.stop()
-        services.provider.close()
+        for route in services.failover.routes:
+            route.provider.close()
         services.storage.close()
 
 

@@ -325,6 +325,9 @@ class ProviderConformance:
         assert isinstance(error, expected), f"{kind}: expected {expected.__name__}, got {error!r}"
         # An answer came back, so the request left: this is never the "nothing sent" signal.
         assert not isinstance(error, ProviderUnreachable), f"{kind} must not claim nothing was sent"
+        if kind in ("server_error", "unreadable"):
+            # Failover would send the SMS again through the next provider.
+            assert not error.nothing_sent, f"{kind}: an answer that may hide a sent SMS is never nothing_sent"
         assert len(server.requests) == 1, f"{kind}: a failed send must never be repeated"
         assert isinstance(error.message, str) and error.message.strip()
         if kind == "throttled":
@@ -355,6 +358,7 @@ class ProviderConformance:
                 self._send(provider)
         finally:
             provider.close()
+        assert caught.value.nothing_sent, "the failover signal: ProviderUnreachable.nothing_sent stays True"
         self._assert_quiet(provider, [caught.value.message], caplog)
 
     def test_concurrent_sends(self) -> None:

@@ -4,27 +4,22 @@ import threading
 import time
 
 import pytest
-import responses
 from support.ports import free_port
-from support.service import KALEYRA_KEY, KALEYRA_SID, TWILIO_SID, TWILIO_TOKEN
 
 from sms_service.config import load_settings
 from sms_service.exceptions import (
-    BalanceExhausted,
-    BalanceUnavailable,
     DestinationRefused,
     RateLimitExceeded,
     ReceiverTooSoon,
     StorageUnavailable,
 )
 from sms_service.guards import Guards
-from sms_service.plugin_loader import load_provider
-from sms_service.storage import MemoryStorage, open_storage
+from sms_service.storage import open_storage
 
 
 def make_guards(uri="memory://", **env):
     settings = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": uri, **env})
-    return Guards(settings, open_storage(uri), load_provider(settings))
+    return Guards(settings, open_storage(uri))
 
 
 # -- global rate limit -----------------------------------------------------------------
@@ -186,59 +181,6 @@ def test_destination_policy(env, number, refused):
 
 
 # -- balance -----------------------------------------------------------------------------
-
-TWILIO_ENV = {"SERVICE_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-              "TWILIO_EMPTY_BALANCE_CHECK": "true"}
-TWILIO_BALANCE = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Balance.json"
-KALEYRA_ENV = {"SERVICE_PROVIDER": "kaleyra", "KALEYRA_SID": KALEYRA_SID, "KALEYRA_API_KEY": KALEYRA_KEY,
-               "KALEYRA_EMPTY_BALANCE_CHECK": "true"}
-KALEYRA_BALANCE = f"https://api.kaleyra.io/api/v1/{KALEYRA_SID}/billing"
-
-
-def provider_guards(env):
-    settings = load_settings(env)
-    return Guards(settings, MemoryStorage(), load_provider(settings))
-
-
-@pytest.mark.parametrize(
-    ("env", "url", "answer", "raises"),
-    [
-        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "12.50", "currency": "USD"}, None),
-        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "0.00", "currency": "USD"}, BalanceExhausted),
-        (TWILIO_ENV, TWILIO_BALANCE, {"balance": "-3.10", "currency": "USD"}, BalanceExhausted),
-        (TWILIO_ENV, TWILIO_BALANCE, {"nothing": "here"}, BalanceUnavailable),
-        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": {"balance": "5", "currency": "EUR"}}, None),
-        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": {"balance": "0", "currency": "EUR"}}, BalanceExhausted),
-        (KALEYRA_ENV, KALEYRA_BALANCE, {"data": [{"balance": "-1"}]}, BalanceExhausted),
-    ],
-)
-def test_balance(env, url, answer, raises):
-    guards = provider_guards(env)
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        mock.get(url, json=answer)
-        if raises is None:
-            guards.check_balance()
-        else:
-            with pytest.raises(raises):
-                guards.check_balance()
-
-
-def test_balance_lookup_failure_fails_closed():
-    guards = provider_guards(TWILIO_ENV)
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        mock.get(TWILIO_BALANCE, status=500, json={"message": "down"})
-        with pytest.raises(BalanceUnavailable):
-            guards.check_balance()
-
-
-def test_balance_not_read_when_check_is_off():
-    env = {**TWILIO_ENV, "TWILIO_EMPTY_BALANCE_CHECK": "false"}
-    guards = provider_guards(env)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.get(TWILIO_BALANCE, json={"balance": "0"})
-        guards.check_balance()
-        assert len(mock.calls) == 0
-
 
 # -- storage unavailable -----------------------------------------------------------------
 

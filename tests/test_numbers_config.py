@@ -31,11 +31,10 @@ def test_the_lower_bound_still_holds(value):
 def test_the_largest_allowed_value_works_on_redis(redis_uri):
     from sms_service.exceptions import ReceiverTooSoon
     from sms_service.guards import Guards
-    from sms_service.plugin_loader import load_provider
     from sms_service.storage import open_storage
 
     settings = load_settings({**BASE, "STORAGE_URI": redis_uri, "EXPONENTIAL_DELAY_RESET_AFTER": str(MONTH)})
-    guards = Guards(settings, open_storage(redis_uri), load_provider(settings))
+    guards = Guards(settings, open_storage(redis_uri))
     guards.check_delay("+12025550199")
     with pytest.raises(ReceiverTooSoon):
         guards.check_delay("+12025550199")

@@ -108,11 +108,10 @@ def test_two_spellings_of_one_receiver_share_one_delay():
     from sms_service.config import load_settings
     from sms_service.exceptions import ReceiverTooSoon
     from sms_service.guards import Guards
-    from sms_service.plugin_loader import load_provider
     from sms_service.storage import open_storage
 
     settings_ = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://"})
-    guards = Guards(settings_, open_storage("memory://"), load_provider(settings_))
+    guards = Guards(settings_, open_storage("memory://"))
     assert phone.is_e164("+4407911123457") and phone.is_possible("+4407911123457")
     guards.check_delay("+447911123457")
     with pytest.raises(ReceiverTooSoon):

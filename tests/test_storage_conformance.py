@@ -851,3 +851,112 @@ def test_the_outbox_survives_reopening(shared_storage_uri):
     reopened = open_storage(shared_storage_uri)
     assert [e.id for e in reopened.webhook_claim(10, 30_000)] == ["evt_1"]
     reopened.close()
+
+
+# -- circuit breakers of provider failover (SPEC section 13) ----------------------------
+
+
+def _open_circuit(storage, key: str, reset_ms: int, threshold: int = 3) -> None:
+    for _ in range(threshold):
+        storage.circuit_record(key, ok=False, trial=False, threshold=threshold, reset_after_ms=reset_ms)
+
+
+def test_circuit_is_closed_until_the_threshold_of_consecutive_failures(storage):
+    assert storage.circuit_admit("p", 5000) == ("closed", 0)
+    assert storage.circuit_get("p") == ("closed", 0, 0)
+    assert storage.circuit_record("p", ok=False, trial=False, threshold=3, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_record("p", ok=False, trial=False, threshold=3, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_admit("p", 5000) == ("closed", 2)
+    # A success in between starts the count again: only consecutive failures open it.
+    assert storage.circuit_record("p", ok=True, trial=False, threshold=3, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_admit("p", 5000) == ("closed", 0)
+    _open_circuit(storage, "p", 5000)
+    state, wait = storage.circuit_admit("p", 5000)
+    assert state == "open" and 4000 < wait <= 5000
+    state, failures, wait = storage.circuit_get("p")
+    assert (state, failures) == ("open", 3) and 4000 < wait <= 5000
+    # Another provider's circuit is another key.
+    assert storage.circuit_admit("q", 5000) == ("closed", 0)
+
+
+def test_circuit_lets_exactly_one_trial_through_after_the_reset_time(storage):
+    _open_circuit(storage, "p", 300)
+    assert storage.circuit_admit("p", 10_000)[0] == "open"
+    time.sleep(0.35)
+    assert storage.circuit_get("p")[0] == "half-open"
+    assert storage.circuit_admit("p", 10_000) == ("trial", 0)
+    # While the trial holds its lease, everyone else skips the provider.
+    for _ in range(5):
+        state, wait = storage.circuit_admit("p", 10_000)
+        assert state == "open" and 9000 < wait <= 10_000
+    assert storage.circuit_get("p")[0] == "half-open"
+
+
+def test_a_successful_trial_closes_the_circuit(storage):
+    _open_circuit(storage, "p", 100)
+    time.sleep(0.15)
+    assert storage.circuit_admit("p", 10_000) == ("trial", 0)
+    assert storage.circuit_record("p", ok=True, trial=True, threshold=3, reset_after_ms=100) == ("open", "closed")
+    assert storage.circuit_admit("p", 10_000) == ("closed", 0)
+    assert storage.circuit_get("p") == ("closed", 0, 0)
+
+
+def test_a_failed_trial_opens_the_circuit_for_another_reset_time(storage):
+    _open_circuit(storage, "p", 300)
+    time.sleep(0.35)
+    assert storage.circuit_admit("p", 10_000) == ("trial", 0)
+    assert storage.circuit_record("p", ok=False, trial=True, threshold=3, reset_after_ms=300) == ("open", "open")
+    state, wait = storage.circuit_admit("p", 10_000)
+    assert state == "open" and 200 < wait <= 300  # the lease is gone, the new reset time counts
+    time.sleep(0.35)
+    assert storage.circuit_admit("p", 10_000) == ("trial", 0)
+
+
+def test_a_trial_whose_caller_vanished_frees_itself_when_its_lease_ends(storage):
+    _open_circuit(storage, "p", 100)
+    time.sleep(0.15)
+    assert storage.circuit_admit("p", 300) == ("trial", 0)  # ... and never reports
+    assert storage.circuit_admit("p", 300)[0] == "open"
+    time.sleep(0.35)
+    assert storage.circuit_admit("p", 300) == ("trial", 0)
+
+
+def test_a_late_failure_of_an_earlier_call_does_not_push_the_reset_time(storage):
+    _open_circuit(storage, "p", 400)
+    time.sleep(0.2)
+    assert storage.circuit_record("p", ok=False, trial=False, threshold=3, reset_after_ms=400) == ("open", "open")
+    state, wait = storage.circuit_admit("p", 10_000)
+    assert state == "open" and wait <= 250
+    assert storage.circuit_get("p")[1] == 4
+
+
+def test_one_trial_among_many_concurrent_callers(storage):
+    _open_circuit(storage, "p", 50)
+    time.sleep(0.1)
+    with ThreadPoolExecutor(16) as pool:
+        states = list(pool.map(lambda _: storage.circuit_admit("p", 60_000)[0], range(64)))
+    assert states.count("trial") == 1
+    assert states.count("open") == 63
+
+
+def test_processes_racing_for_one_trial_get_exactly_one(shared_storage_uri):
+    store = open_storage(shared_storage_uri)
+    _open_circuit(store, "racing", 1)
+    store.close()
+    start = time.time() + 2.0
+    results = [r for proc in _in_processes(storage_hammer.hammer_circuit_trial, [(shared_storage_uri, start, 8)] * 4)
+               for r in proc]
+    assert [r for r in results if r.startswith("error")] == []
+    assert results.count("trial") == 1 and results.count("open") == 31
+
+
+def test_sqlite_file_of_schema_1_gains_the_circuits_table(tmp_path):
+    path = str(tmp_path / "old.db")
+    SqliteStorage(path).close()
+    with sqlite3.connect(path) as conn:  # a file of the first release: no circuits table yet
+        conn.execute("DROP TABLE circuits")
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStorage(path)
+    assert store.circuit_record("p", ok=False, trial=False, threshold=1, reset_after_ms=5000) == ("closed", "open")
+    assert store.circuit_admit("p", 1000)[0] == "open"
+    store.close()

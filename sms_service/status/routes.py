@@ -41,13 +41,15 @@ _CALLBACK_BODY = {
 def status_callback(provider: str) -> Response:
     """Receive a provider's delivery report for one message."""
     services = current_app.extensions["sms_service"]
-    status = services.status
-    if provider != services.settings.provider or not status.enabled:
+    # Any configured provider may have sent the message (failover): each has its route.
+    route = services.route(provider)
+    status = route.status if route is not None else None
+    if status is None or not status.enabled:
         abort(404, message=f"no status callbacks for provider {provider[:40]!r}")
     try:
         status.check_token(request.args)
         body = read_body(request)
-        updates = services.provider.parse_status_callback(callback_request(status.public_url, body))
+        updates = route.provider.parse_status_callback(callback_request(status.public_url, body))
     except CallbackRefused as exc:
         log.warning("status callback refused", extra={"provider": provider, "reason": exc.message})
         abort(403, message="the callback is not authentic")
@@ -96,7 +98,11 @@ def get_message(sid: str) -> Response:
     """Read the delivery status of a message this caller sent."""
     services = current_app.extensions["sms_service"]
     caller = services.authorize(request.headers.get("Authorization"))
-    record = services.status.read(sid, caller)
+    # Each provider's records are its own: the one that sent the message has it.
+    record = None
+    for route in services.failover.routes:
+        if route.status is not None and (record := route.status.read(sid, caller)) is not None:
+            break
     if record is None:
         abort(404, message="no such message")
     return jsonify(record)

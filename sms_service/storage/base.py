@@ -219,3 +219,44 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def webhook_stats(self) -> tuple[int, float | None]:
         """The outbox's size and the age in ms of its oldest event (None when empty)."""
+
+    # -- circuit breakers of provider failover (SPEC section 13) ------------------------
+    #
+    # One circuit per provider, shared by every worker and replica. States: "closed"
+    # (calls go), "open" (calls skip the provider until its reset time), and, once that
+    # time has passed, one trial at a time: a caller claims it with a lease, so a trial
+    # whose worker died frees itself when the lease ends. Never shared by more than
+    # these four operations.
+
+    @abc.abstractmethod
+    def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
+        """Ask whether a call may go to the provider of circuit `key`.
+
+        Returns ``("closed", failures)`` when the circuit is closed (`failures`: the
+        consecutive failures so far); ``("trial", 0)`` when it is open, its reset time
+        has passed and no live lease holds the trial: the caller now holds the trial for
+        `lease_ms` and must report its outcome with `circuit_record`; else ``("open",
+        ms)``: the milliseconds (>= 1) until a trial may be claimed. Exactly one caller
+        gets ``"trial"`` per reset time or lease, deployment-wide. Closed is one cheap
+        read on the hot path.
+        """
+
+    @abc.abstractmethod
+    def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
+                       reset_after_ms: int) -> tuple[str, str]:
+        """Record the outcome of a call to the provider of circuit `key`.
+
+        A success closes the circuit and clears its failures. A failure counts one; the
+        `threshold`-th consecutive failure of a closed circuit opens it for
+        `reset_after_ms`; a failed trial (`trial`) opens it again for `reset_after_ms`
+        and frees the trial. A failure of a call that started before the circuit opened
+        changes no time. Returns the state before and after: ``"closed"`` or ``"open"``.
+        """
+
+    @abc.abstractmethod
+    def circuit_get(self, key: str) -> tuple[str, int, int]:
+        """Read circuit `key` without changing it: ``(state, failures, ms)``.
+
+        `state` is ``"closed"``, ``"open"`` (`ms` until a trial may go) or
+        ``"half-open"`` (the reset time has passed, or a trial is in flight).
+        """

@@ -36,6 +36,8 @@ class MemoryStorage(Storage):
         self._outbox: dict[str, dict[str, Any]] = {}
         self._next_sweep = 0.0
         self._budgets: dict[str, tuple[deque[tuple[float, int]], int]] = {}
+        # Failover circuits: key -> [failures, reset time (0: closed), trial lease end].
+        self._circuits: dict[str, list[float]] = {}
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         with self._lock:
@@ -257,3 +259,49 @@ class MemoryStorage(Storage):
             if not self._outbox:
                 return 0, None
             return len(self._outbox), _now_ms() - min(event["created"] for event in self._outbox.values())
+
+    # -- circuit breakers of provider failover (SPEC section 13) ------------------------
+
+    def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
+        with self._lock:
+            now = _now_ms()
+            circuit = self._circuits.get(key)
+            if circuit is None:
+                return "closed", 0
+            failures, retry_at, lease_until = circuit
+            if not retry_at:
+                return "closed", int(failures)
+            wait = max(retry_at, lease_until) - now
+            if wait > 0:
+                return "open", max(1, math.ceil(wait))
+            circuit[2] = now + lease_ms
+            return "trial", 0
+
+    def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
+                       reset_after_ms: int) -> tuple[str, str]:
+        with self._lock:
+            now = _now_ms()
+            circuit = self._circuits.setdefault(key, [0, 0.0, 0.0])
+            before = "open" if circuit[1] else "closed"
+            if ok:
+                circuit[:] = [0, 0.0, 0.0]
+            elif trial:
+                circuit[:] = [circuit[0] + 1, now + reset_after_ms, 0.0]
+            else:
+                circuit[0] += 1
+                if not circuit[1] and circuit[0] >= threshold:
+                    circuit[1] = now + reset_after_ms
+            return before, "open" if circuit[1] else "closed"
+
+    def circuit_get(self, key: str) -> tuple[str, int, int]:
+        with self._lock:
+            failures, retry_at, lease_until = self._circuits.get(key, (0, 0.0, 0.0))
+            return _circuit_state(int(failures), retry_at, lease_until, _now_ms())
+
+
+def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
+    if not retry_at:
+        return "closed", failures, 0
+    if retry_at > now:
+        return "open", failures, max(1, math.ceil(retry_at - now))
+    return "half-open", failures, 0

@@ -339,6 +339,61 @@ return {redis.call('ZCARD', KEYS[1]), tostring(now - tonumber(oldest[2]))}
 """
 
 
+# Failover circuits: one hash per provider, f (failures), r (reset time, 0: closed),
+# l (trial lease end), in Redis clock milliseconds. Each operation is one script: one
+# round trip, whatever the state.
+_CIRCUIT_CLAIM_SCRIPT = _NOW + """
+local state = redis.call('HMGET', KEYS[1], 'f', 'r', 'l')
+local failures = tonumber(state[1]) or 0
+local retry_at = tonumber(state[2]) or 0
+local lease_until = tonumber(state[3]) or 0
+if retry_at == 0 then
+  return {'closed', failures}
+end
+local wait = math.max(retry_at, lease_until) - now
+if wait > 0 then
+  return {'open', math.max(1, math.ceil(wait))}
+end
+redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[1]))
+return {'trial', 0}
+"""
+
+_CIRCUIT_RECORD_SCRIPT = _NOW + """
+local ok, trial = ARGV[1] == '1', ARGV[2] == '1'
+local threshold, reset = tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'f', 'r', 'l')
+local failures = tonumber(state[1]) or 0
+local retry_at = tonumber(state[2]) or 0
+local lease_until = tonumber(state[3]) or 0
+local before = retry_at == 0 and 'closed' or 'open'
+if ok then
+  failures, retry_at, lease_until = 0, 0, 0
+elseif trial then
+  failures, retry_at, lease_until = failures + 1, now + reset, 0
+else
+  failures = failures + 1
+  if retry_at == 0 and failures >= threshold then
+    retry_at = now + reset
+  end
+end
+redis.call('HSET', KEYS[1], 'f', failures, 'r', retry_at, 'l', lease_until)
+return {before, retry_at == 0 and 'closed' or 'open'}
+"""
+
+_CIRCUIT_GET_SCRIPT = _NOW + """
+local state = redis.call('HMGET', KEYS[1], 'f', 'r')
+local failures = tonumber(state[1]) or 0
+local retry_at = tonumber(state[2]) or 0
+if retry_at == 0 then
+  return {'closed', failures, 0}
+end
+if retry_at > now then
+  return {'open', failures, math.max(1, math.ceil(retry_at - now))}
+end
+return {'half-open', failures, 0}
+"""
+
+
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it."""
 
@@ -371,6 +426,9 @@ class RedisStorage(Storage):
         self._outbox_retry = register(_OUTBOX_RETRY_SCRIPT)
         self._outbox_exhausted = register(_OUTBOX_EXHAUSTED_SCRIPT)
         self._outbox_stats = register(_OUTBOX_STATS_SCRIPT)
+        self._circuit_claim = register(_CIRCUIT_CLAIM_SCRIPT)
+        self._circuit_record = register(_CIRCUIT_RECORD_SCRIPT)
+        self._circuit_get = register(_CIRCUIT_GET_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -471,6 +529,24 @@ class RedisStorage(Storage):
     def webhook_stats(self) -> tuple[int, float | None]:
         count, age = self._outbox_stats(keys=[OUTBOX_CREATED_KEY])
         return int(count), (None if age is None else float(age))
+
+
+    # -- circuit breakers of provider failover (SPEC section 13) ------------------------
+
+    def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
+        state, value = self._circuit_claim(keys=[f"{KEY_PREFIX}:circuit:{key}"], args=[lease_ms])
+        return state.decode(), int(value)
+
+    def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
+                       reset_after_ms: int) -> tuple[str, str]:
+        before, after = self._circuit_record(
+            keys=[f"{KEY_PREFIX}:circuit:{key}"],
+            args=[int(ok), int(trial), threshold, reset_after_ms])
+        return before.decode(), after.decode()
+
+    def circuit_get(self, key: str) -> tuple[str, int, int]:
+        state, failures, ms = self._circuit_get(keys=[f"{KEY_PREFIX}:circuit:{key}"])
+        return state.decode(), int(failures), int(ms)
 
 
 def _message_keys(key: str, event_id: str | None) -> list[str]:

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
   id TEXT PRIMARY KEY, message_key TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
   due REAL NOT NULL, attempts INTEGER NOT NULL, lease TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due);
+CREATE TABLE IF NOT EXISTS circuits (
+  key TEXT PRIMARY KEY, failures INTEGER NOT NULL, retry_at REAL NOT NULL, lease_until REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -149,6 +152,14 @@ WHERE id = :id AND lease = :lease
 _OUTBOX_EXHAUSTED = "DELETE FROM webhook_outbox WHERE id = :id AND lease = :lease RETURNING message_key"
 _MESSAGE_KEEP_TTL = "UPDATE messages SET value = :value WHERE key = :key AND expires > :now"
 _OUTBOX_STATS = "SELECT count(*), :now - min(created) FROM webhook_outbox"
+
+# Failover circuits (a handful of rows, never swept): retry_at 0 means closed.
+_CIRCUIT_READ = "SELECT failures, retry_at, lease_until FROM circuits WHERE key = :key"
+_CIRCUIT_WRITE = """
+INSERT INTO circuits (key, failures, retry_at, lease_until) VALUES (:key, :failures, :retry_at, :lease_until)
+ON CONFLICT (key) DO UPDATE SET
+  failures = excluded.failures, retry_at = excluded.retry_at, lease_until = excluded.lease_until
+"""
 
 T = TypeVar("T")
 
@@ -527,6 +538,61 @@ class SqliteStorage(Storage):
     def webhook_stats(self) -> tuple[int, float | None]:
         ((count, age),), _, _ = self._execute(_OUTBOX_STATS, {})
         return int(count), (None if age is None else float(age))
+
+
+    # -- circuit breakers of provider failover (SPEC section 13) ------------------------
+
+    def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
+        # Closed (nearly always): one read, no write lock. Only an open circuit takes the
+        # transaction in which one caller claims the trial.
+        rows, _, _ = self._execute(_CIRCUIT_READ, {"key": key})
+        if not rows or not rows[0][1]:
+            return "closed", int(rows[0][0]) if rows else 0
+
+        def claim(conn: sqlite3.Connection, now: float) -> tuple[str, int]:
+            row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
+            if row is None or not row[1]:
+                return "closed", int(row[0]) if row else 0
+            failures, retry_at, lease_until = row
+            wait = max(retry_at, lease_until) - now
+            if wait > 0:
+                return "open", max(1, math.ceil(wait))
+            conn.execute(_CIRCUIT_WRITE, {"key": key, "failures": failures, "retry_at": retry_at,
+                                          "lease_until": now + lease_ms})
+            return "trial", 0
+
+        return self._transaction(claim)
+
+    def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
+                       reset_after_ms: int) -> tuple[str, str]:
+        def record(conn: sqlite3.Connection, now: float) -> tuple[str, str]:
+            row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
+            failures, retry_at, lease_until = row or (0, 0.0, 0.0)
+            before = "open" if retry_at else "closed"
+            if ok:
+                failures, retry_at, lease_until = 0, 0.0, 0.0
+            elif trial:
+                failures, retry_at, lease_until = failures + 1, now + reset_after_ms, 0.0
+            else:
+                failures += 1
+                if not retry_at and failures >= threshold:
+                    retry_at = now + reset_after_ms
+            conn.execute(_CIRCUIT_WRITE, {"key": key, "failures": failures, "retry_at": retry_at,
+                                          "lease_until": lease_until})
+            return before, "open" if retry_at else "closed"
+
+        return self._transaction(record)
+
+    def circuit_get(self, key: str) -> tuple[str, int, int]:
+        rows, _, now = self._execute(_CIRCUIT_READ, {"key": key})
+        if not rows:
+            return "closed", 0, 0
+        failures, retry_at, _ = rows[0]
+        if not retry_at:
+            return "closed", int(failures), 0
+        if retry_at > now:
+            return "open", int(failures), max(1, math.ceil(retry_at - now))
+        return "half-open", int(failures), 0
 
 
 # The rate limit's window weighted by :cost; the RETURNING subquery sees the row just

@@ -64,14 +64,16 @@ def inbound(provider: str) -> Response:
     """Receive a reply a person sent (STOP, START...) and apply it to the suppression list."""
     services = current_app.extensions["sms_service"]
     settings = services.settings
-    enabled = settings.public_base_url and services.provider.supports_inbound()
-    if provider != settings.provider or not enabled:
+    # Every configured provider (failover) takes its own inbound messages.
+    route = services.route(provider)
+    enabled = route is not None and settings.public_base_url and route.provider.supports_inbound()
+    if not enabled:
         smorest_abort(404, message=f"no inbound messages for provider {provider[:40]!r}")
     try:
-        services.status.check_token(request.args)
+        route.status.check_token(request.args)
         body = read_body(request)
         url = settings.public_base_url + inbound_path(provider)
-        messages = services.provider.parse_inbound(callback_request(url, body))
+        messages = route.provider.parse_inbound(callback_request(url, body))
     except CallbackRefused as exc:
         log.warning("inbound message refused", extra={"provider": provider, "reason": exc.message})
         smorest_abort(403, message="the callback is not authentic")
@@ -83,7 +85,7 @@ def inbound(provider: str) -> Response:
             services.suppression.apply_inbound(message)
         except ValueError as exc:
             log.warning("inbound message dropped", extra={"provider": provider, "reason": str(exc)[:200]})
-    mimetype, answer = services.provider.inbound_answer
+    mimetype, answer = route.provider.inbound_answer
     return Response(answer, status=200, mimetype=mimetype)
 
 

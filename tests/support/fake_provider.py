@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -47,7 +48,11 @@ class FakeProvider:
         self.callback_first: str | None = None
         self.early_answers: list[int] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.connections: set[socket.socket] = set()
+        self._serve(0)
+
+    def _serve(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -63,6 +68,27 @@ class FakeProvider:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def refuse(self) -> None:
+        """Stop listening and cut every open connection: a new connection is refused.
+
+        A pooled keep-alive connection of the service's is cut too, so its next call
+        connects afresh and meets the refusal, as against a provider that went down.
+        """
+        self.server.shutdown()
+        self.server.server_close()
+        with self.lock:
+            open_now = list(self.connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def listen(self) -> None:
+        """Listen again on the same port after `refuse`."""
+        self._serve(self.server.server_address[1])
+        self.thread.start()
 
     def reset(self) -> None:
         with self.lock:
@@ -136,6 +162,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake.lock:
+            self.fake.connections.discard(self.connection)
+        super().finish()
 
     @property
     def fake(self) -> FakeProvider:

@@ -132,3 +132,13 @@ def hammer_outbox_claim(uri: str, start_at: float, threads: int) -> list:
     results = _threads(threads, work)
     storage.close()
     return results
+
+
+def hammer_circuit_trial(uri: str, start_at: float, threads: int) -> list:
+    """Race `threads` callers of this process for the trial of one open circuit."""
+    store = open_storage(uri)
+    _wait_until(start_at)
+    try:
+        return _threads(threads, lambda: store.circuit_admit("racing", 60_000)[0])
+    finally:
+        store.close()
