@@ -224,3 +224,16 @@ class IdempotencyMismatch(SmsServiceError):
     """Raised when a key is reused with a different payload."""
 
     reason = "idempotency_mismatch"
+
+
+def proves_nothing_sent(exc: BaseException) -> bool:
+    """Tell whether a failed send proves that no SMS went out (the one rule for it).
+
+    A guard or the storage refused before any provider call, or the provider's error
+    says so itself (`ProviderError.nothing_sent`, which a plugin may also turn off for
+    one error). The Idempotency-Key is then freed; any other failure (timeout, 5xx,
+    unreadable answer, a plugin's bug) may hide a sent SMS, so its answer is kept.
+    """
+    if isinstance(exc, GuardRejection | StorageUnavailable):
+        return True
+    return isinstance(exc, ProviderError) and exc.nothing_sent

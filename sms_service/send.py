@@ -9,28 +9,12 @@ from flask import Response, abort, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from sms_service.errors import ServiceBlueprint, error_body, status_for
-from sms_service.exceptions import (
-    GuardRejection,
-    MessageRejected,
-    ProviderAuthError,
-    ProviderRateLimited,
-    ProviderUnreachable,
-    SmsServiceError,
-    StorageUnavailable,
-)
+from sms_service.exceptions import SmsServiceError, StorageUnavailable, proves_nothing_sent
 from sms_service.idempotency import Idempotency, StoredAnswer
 from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema, ReceiptSchema, SendRequestSchema, load_send_request
 
 log = logging.getLogger(__name__)
-
-# Failures after which no SMS can have gone out: the Idempotency-Key is freed for a retry.
-# Any other failure (timeout, 5xx, unreadable answer) may hide a sent SMS, so its answer
-# is kept and replayed instead of risking a second message. A provider error that
-# proves it sent nothing says so itself (`ProviderError.nothing_sent`, which failover
-# reads too).
-NOTHING_SENT = (GuardRejection, StorageUnavailable, MessageRejected, ProviderRateLimited, ProviderAuthError,
-                ProviderUnreachable)
 
 bp = ServiceBlueprint("send", __name__, url_prefix="", description="Send SMS messages")
 
@@ -115,7 +99,9 @@ def send() -> Response:
     try:
         receipt, log_fields = services.dispatcher.send(**payload, owner=g.get("caller") or "")
     except SmsServiceError as exc:
-        if isinstance(exc, NOTHING_SENT) or getattr(exc, "nothing_sent", False):
+        if proves_nothing_sent(exc):
+            # Nothing can have gone out: the key is freed for a retry. Any other failure
+            # may hide a sent SMS, so its answer is kept and replayed instead.
             _settle(lambda: services.idempotency.release(known))
             raise
         answer = StoredAnswer(status_for(exc), error_body(status_for(exc), exc.message), exc.retry_after)

@@ -115,3 +115,24 @@ def test_nothing_sent_frees_only_the_requests_own_key(app):
         mock.post(TWILIO_URL, status=201, json=OK)
         assert client.post("/send", json=payload, headers={"Idempotency-Key": "free-1"}).status_code == 200
         assert len(mock.calls) == 1
+
+
+def test_a_plugin_error_that_turns_off_nothing_sent_keeps_the_key_taken(app, monkeypatch):
+    """A 401 that the plugin says came after the message was queued: the key is not freed."""
+    from sms_service.exceptions import ProviderAuthError, proves_nothing_sent
+
+    services, payload, calls = _services(app), message(), []
+
+    def send(message):
+        calls.append(message)
+        raise ProviderAuthError("refused after the message was queued", nothing_sent=False)
+
+    monkeypatch.setattr(services.failover.routes[0].provider, "send", send)
+    client = app.test_client()
+    first = client.post("/send", json=payload, headers={"Idempotency-Key": "auth-late-1"})
+    again = client.post("/send", json=payload, headers={"Idempotency-Key": "auth-late-1"})
+    assert first.status_code == again.status_code == 502
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(calls) == 1
+    assert not proves_nothing_sent(ProviderAuthError("x", nothing_sent=False))
+    assert proves_nothing_sent(ProviderAuthError("x"))
