@@ -54,7 +54,7 @@ ENTRY_POINT_GROUP = "sms_service.providers"
 #: docs/plugins.md, "Stability"). A plugin states the version it was built for in
 #: `Provider.PLUGIN_API`; the service refuses to load one with another major or a
 #: newer minor.
-PLUGIN_API = (1, 0)
+PLUGIN_API = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,8 @@ class Provider(abc.ABC):
     """
 
     #: The plugin API version the plugin was built for, (major, minor); None (not
-    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 0)``.
+    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 1)`` (1.1:
+    #: `ProviderError(nothing_sent=...)`; a plugin that does not pass it may say (1, 0)).
     PLUGIN_API: ClassVar[tuple[int, int] | None] = None
 
     #: False for a provider that cannot sign its callbacks (Kaleyra): the service then

@@ -98,7 +98,7 @@ def test_new_plugin_writes_every_file_filled_in(tmp_path):
 def test_the_guide_gives_the_steps_this_test_follows():
     guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
     for step in ("sms-service new-plugin acme", "pip install -e '.[test]'", "pytest", "sms-service providers",
-                 "SERVICE_PROVIDER=acme", "ACME_BASE_URL", "LoopbackProvider", "PLUGIN_API = (1, 0)",
+                 "SERVICE_PROVIDER=acme", "ACME_BASE_URL", "LoopbackProvider", f"PLUGIN_API = ({PLUGIN_API[0]}, {PLUGIN_API[1]})",
                  "pip install --no-index --no-build-isolation --no-deps -e '.[test]'"):
         assert step in guide, step
     for name in ("Message", "Receipt", "Balance", "Provider", "ConfigError", "MessageRejected",
