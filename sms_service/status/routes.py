@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qsl
 
 from flask import Response, current_app, jsonify, request
@@ -16,7 +18,11 @@ from sms_service.request_json import read_body
 from sms_service.schemas import ErrorSchema
 from sms_service.status.schemas import MessageSchema
 
+if TYPE_CHECKING:  # failover builds the routes from this package's StatusService
+    from sms_service.failover import Route
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 bp = ServiceBlueprint("status", __name__, url_prefix="", description="Delivery status of sent messages")
 
@@ -46,16 +52,7 @@ def status_callback(provider: str) -> Response:
     status = route.status if route is not None else None
     if status is None or not status.enabled:
         abort(404, message=f"no status callbacks for provider {provider[:40]!r}")
-    try:
-        status.check_token(request.args)
-        body = read_body(request)
-        updates = route.provider.parse_status_callback(callback_request(status.public_url, body))
-    except CallbackRefused as exc:
-        log.warning("status callback refused", extra={"provider": provider, "reason": exc.message})
-        abort(403, message="the callback is not authentic")
-    except ValueError as exc:
-        log.warning("status callback unreadable", extra={"provider": provider, "reason": str(exc)[:200]})
-        abort(400, message="the callback could not be read")
+    updates = read_callback(route, status.public_url, route.provider.parse_status_callback, "status callback")
     for update in updates or ():
         try:
             status.apply(update)
@@ -66,6 +63,23 @@ def status_callback(provider: str) -> Response:
             services.suppression.learn(update.receiver, update.error_code or update.provider_status)
     # Twilio expects an empty 200.
     return Response(b"", status=200, mimetype="text/plain")
+
+
+def read_callback(route: Route, public_url: str, parse: Callable[[CallbackRequest], T], what: str) -> T:
+    """Authenticate a provider's callback to `public_url` and `parse` it, or answer 403 / 400.
+
+    The token (for providers that cannot sign) is checked before the body is read; the
+    plugin's `parse` checks a signature. `what` names the callback in the WARNING lines.
+    """
+    try:
+        route.status.check_token(request.args)
+        return parse(callback_request(public_url, read_body(request)))
+    except CallbackRefused as exc:
+        log.warning(f"{what} refused", extra={"provider": route.name, "reason": exc.message})
+        abort(403, message="the callback is not authentic")
+    except ValueError as exc:
+        log.warning(f"{what} unreadable", extra={"provider": route.name, "reason": str(exc)[:200]})
+        abort(400, message="the callback could not be read")
 
 
 def callback_request(public_url: str, body: bytes) -> CallbackRequest:

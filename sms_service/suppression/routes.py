@@ -13,10 +13,8 @@ from werkzeug.exceptions import Unauthorized
 
 from sms_service import phone
 from sms_service.errors import ServiceBlueprint
-from sms_service.exceptions import CallbackRefused
-from sms_service.request_json import read_body
 from sms_service.schemas import ErrorSchema
-from sms_service.status.routes import callback_request
+from sms_service.status.routes import read_callback
 from sms_service.suppression.schemas import SuppressionSchema
 from sms_service.suppression.service import ADMIN
 
@@ -69,17 +67,8 @@ def inbound(provider: str) -> Response:
     enabled = route is not None and settings.public_base_url and route.provider.supports_inbound()
     if not enabled:
         smorest_abort(404, message=f"no inbound messages for provider {provider[:40]!r}")
-    try:
-        route.status.check_token(request.args)
-        body = read_body(request)
-        url = settings.public_base_url + inbound_path(provider)
-        messages = route.provider.parse_inbound(callback_request(url, body))
-    except CallbackRefused as exc:
-        log.warning("inbound message refused", extra={"provider": provider, "reason": exc.message})
-        smorest_abort(403, message="the callback is not authentic")
-    except ValueError as exc:
-        log.warning("inbound message unreadable", extra={"provider": provider, "reason": str(exc)[:200]})
-        smorest_abort(400, message="the callback could not be read")
+    url = settings.public_base_url + inbound_path(provider)
+    messages = read_callback(route, url, route.provider.parse_inbound, "inbound message")
     for message in messages or ():
         try:
             services.suppression.apply_inbound(message)
