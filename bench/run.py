@@ -1,7 +1,7 @@
 """Benchmark: how close the service comes to the limit its provider's latency sets.
 
     .venv/bin/pip install -r bench/requirements.txt
-    .venv/bin/python bench/run.py            # about 6 minutes; `make bench` does both
+    .venv/bin/python bench/run.py            # about 8 minutes; `make bench` does both
 
 Starts everything on 127.0.0.1 (fake providers, redis-server, gunicorn instances), drives
 `POST /send` with wrk and bench/send.lua, stops everything, writes
@@ -19,7 +19,10 @@ target. Scenarios, each measured side by side with its baseline in the same run:
 5. resident memory per worker, idle and after the load;
 6. the cost of segment budgets: scenario 1 (and, for the CPU cost, provider latency 0) with
    a SEGMENT_BUDGETS so large that nothing is refused, against the same without, one
-   after the other in the same run.
+   after the other in the same run;
+7. the cost of failover when nothing fails: SERVICE_PROVIDER=twilio,kaleyra (the primary
+   healthy, so each send reads one circuit) against twilio alone, provider latency 0 and
+   100 ms, one after the other in the same run.
 
 This is a benchmark, not a test: it asserts nothing and always exits 0 once it has
 measured (non-zero only when it could not run).
@@ -77,11 +80,20 @@ TARGETS = {
     "rss_mb": 80.0,
     "provider_headroom": 10.0,
     "s6_ratio": 0.95,
+    "s7_ratio": 0.95,
 }
 
 # Scenario 6: every send spends from a budget (send.lua's receivers are all US numbers),
 # and none is ever refused nor warned about.
 BUDGETS_OUT_OF_THE_WAY = "US=1000000000/1d,*=1000000000/1d"
+
+# Scenario 7: a secondary provider that is configured but never called (the primary never
+# fails): the cost measured is the primary's circuit read on every send.
+FAILOVER_SECONDARY = {
+    "SERVICE_PROVIDER": "twilio,kaleyra",
+    "KALEYRA_SID": "HXAP1234567890KL", "KALEYRA_API_KEY": "bench-kaleyra-key-0123456789abcdef",
+    "KALEYRA_BASE_URL": "http://127.0.0.1:9",  # never reached while the primary answers
+}
 
 # Foreign load (CPU used by processes the bench did not start), in % of one core, above
 # which the table says the machine was not quiet.
@@ -539,6 +551,19 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
                     instance=svc, provider=provider)
                 svc.stop()
 
+    if "7" in selected:
+        print("scenario 7: failover configured (primary healthy) vs one provider, 0 and 100 ms, 64 conns",
+              flush=True)
+        for latency in (0, 100):
+            provider = providers[latency]
+            for failover in (False, True):
+                name = f"s7-{latency}ms-{'failover' if failover else 'one-provider'}"
+                svc = start(name, provider, extra_env=FAILOVER_SECONDARY if failover else {})
+                runs[f"s7_{latency}ms_{'failover' if failover else 'one'}"] = wrk.measure(
+                    f"service, {latency} ms, {'twilio,kaleyra' if failover else 'twilio'}", svc.url + "/send",
+                    64, instance=svc, provider=provider)
+                svc.stop()
+
     return {"runs": runs, "memory": mem, "instances": instances}
 
 
@@ -623,6 +648,13 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
             row("6", f"budgets on (nothing refused) vs off: provider {latency} ms, 64 conns, zero config",
                 rps(key), f"{rps(base)} (budgets off)", value, f"{value:.2f}" if value is not None else "-",
                 target, f">= {target:.2f}" if target else "-")
+    for latency, target in ((100, TARGETS["s7_ratio"]), (0, None)):
+        key, base = f"s7_{latency}ms_failover", f"s7_{latency}ms_one"
+        if key in runs and base in runs:
+            value = ratio(key, base)
+            row("7", f"failover on, primary healthy, vs one provider: provider {latency} ms, 64 conns",
+                rps(key), f"{rps(base)} (one provider)", value, f"{value:.2f}" if value is not None else "-",
+                target, f">= {target:.2f}" if target else "-")
     if "provider_capacity_0ms_64c" in runs and "s3_service" in runs:
         value = ratio("provider_capacity_0ms_64c", "s3_service")
         row("-", "bench check: fake provider capacity / service req/s at 0 ms",
@@ -700,8 +732,9 @@ def main() -> int:
                         help="wrk threads (default 1: leave the cores to what is measured)")
     parser.add_argument("--redis-workers", type=int, default=max(2, os.cpu_count() or 2),
                         help="gunicorn workers of scenario 2 (default: cores, at least 2)")
-    parser.add_argument("--scenarios", default="1,2,3,4,6", type=lambda s: [x.strip() for x in s.split(",")],
-                        help="comma-separated subset of 1,2,3,4,6 (5, memory, comes with each)")
+    parser.add_argument("--scenarios", default="1,2,3,4,6,7",
+                        type=lambda s: [x.strip() for x in s.split(",")],
+                        help="comma-separated subset of 1,2,3,4,6,7 (5, memory, comes with each)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every gunicorn instance (an experiment, not the "
                              "defaults: recorded in the results)")
