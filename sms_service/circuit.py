@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 from sms_service import metrics
-from sms_service.exceptions import StorageUnavailable
 from sms_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,11 @@ class Circuit:
         try:
             before, after = self.storage.guarded(lambda: self.storage.circuit_record(
                 self._key, ok, admission.trial, self.threshold, self.reset_after_ms))
-        except StorageUnavailable:
-            # The outcome is already decided (and an SMS may have gone): only the count is lost.
+        except Exception as exc:  # the promise: never raises
+            # The outcome is already decided (an SMS may have gone): whatever breaks here,
+            # only the count is lost, never the answer.
             log.error("could not record the outcome of a provider call in its circuit",
-                      extra={"provider": self.name})
+                      extra={"provider": self.name, "error_class": type(exc).__name__})
             return
         metrics.set_circuit_state(self.name, after)
         if before == "closed" and after == "open":

@@ -501,3 +501,19 @@ def test_an_estimate_with_every_circuit_open_gives_the_send_s_502():
         send(d)
     assert estimated.value.message == sent.value.message
     assert (first.calls, second.calls) == (1, 1)
+
+
+# -- review fixes -------------------------------------------------------------------------
+
+
+def test_a_circuit_that_cannot_record_never_changes_the_answer(caplog):
+    class Broken(MemoryStorage):
+        def circuit_record(self, *args, **kwargs):
+            raise ValueError("a bug in the storage")
+
+    first, second = Scripted(ProviderUnreachable("down")), Scripted("SM2")
+    answer, fields = send(dispatcher(first, second, storage=Broken()))
+    assert answer["sid"] == "SM2" and fields["provider"] == "second"
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "circuit" in r.getMessage()]
+    assert ("first", "ValueError") in [(r.provider, r.error_class) for r in errors]
+    assert "a bug in the storage" not in caplog.text
