@@ -517,3 +517,51 @@ def test_a_circuit_that_cannot_record_never_changes_the_answer(caplog):
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "circuit" in r.getMessage()]
     assert ("first", "ValueError") in [(r.provider, r.error_class) for r in errors]
     assert "a bug in the storage" not in caplog.text
+
+
+def budget_dispatcher(*providers: Scripted, balance: bool = False):
+    storage = MemoryStorage()
+    settings = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                              "SEGMENT_BUDGETS": "US=5/1d"})
+    routes = [Route(name, p, balance, None, Circuit(name, storage, 3, 60_000, 10_000))
+              for name, p in zip(["first", "second"], providers, strict=True)]
+    return Dispatcher("first", providers[0], Guards(settings, storage), None, Failover(routes)), storage
+
+
+@pytest.mark.parametrize(("failure", "refunded"), [
+    (ProviderUnreachable("could not connect"), True),
+    (ProviderAuthError("credentials"), True),
+    (ProviderRateLimited("429"), True),
+    (MessageRejected("21211"), True),
+    (ReceiverUnsubscribed("21610"), True),
+    (ProviderUnavailable("not processed", nothing_sent=True), True),
+    (ProviderTimeout("late"), False),
+    (ProviderUnavailable("500"), False),
+    (ProviderUnavailable("not JSON"), False),
+    (ProviderError("other"), False),
+    (KeyError("a plugin's bug"), False),
+])
+def test_only_a_send_that_proves_nothing_went_gives_its_segments_back(failure, refunded):
+    d, storage = budget_dispatcher(Scripted(failure), Scripted(failure))
+    with pytest.raises(type(failure)):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == (0 if refunded else 1)
+
+
+def test_no_usable_provider_gives_the_segments_back():
+    d, storage = budget_dispatcher(Scripted("SM1", balance="0"), Scripted("SM2", balance="error"), balance=True)
+    with pytest.raises(BalanceUnavailable):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 0
+    for name in ("first", "second"):  # every circuit open: nothing is called
+        for _ in range(3):
+            storage.circuit_record(f"provider:{name}", ok=False, trial=False, threshold=3, reset_after_ms=60_000)
+    with pytest.raises(NoProviderAvailable):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 0
+
+
+def test_a_successful_send_keeps_its_segments_counted():
+    d, storage = budget_dispatcher(Scripted(ProviderUnreachable("down")), Scripted("SM2"))
+    assert send(d)[0]["sid"] == "SM2"
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 1
