@@ -565,3 +565,18 @@ def test_a_successful_send_keeps_its_segments_counted():
     d, storage = budget_dispatcher(Scripted(ProviderUnreachable("down")), Scripted("SM2"))
     assert send(d)[0]["sid"] == "SM2"
     assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 1
+
+
+def test_while_a_trial_is_in_flight_estimate_and_send_both_skip_the_provider():
+    storage = MemoryStorage()
+    first, second = Scripted(ProviderUnreachable("down")), Scripted("SM2")
+    d = dispatcher(first, second, threshold=1, reset_ms=300, storage=storage)
+    send(d)  # the first fails over and its circuit opens
+    time.sleep(0.35)
+    assert d.estimate(receiver(), "hello")["provider"] == "first"  # a trial may go: /send would try it
+    assert storage.circuit_admit("provider:first", 10_000) == ("trial", 0)  # another request holds it
+    assert d.estimate(receiver(), "hello")["provider"] == "second"
+    answer, fields = send(d)
+    assert answer["sid"] == "SM2" and fields["provider"] == "second" and first.calls == 1
+    state, _, wait = d.failover.routes[0].circuit.state()
+    assert state == "open" and 9000 < wait <= 10_000

@@ -889,7 +889,9 @@ def test_circuit_lets_exactly_one_trial_through_after_the_reset_time(storage):
     for _ in range(5):
         state, wait = storage.circuit_admit("p", 10_000)
         assert state == "open" and 9000 < wait <= 10_000
-    assert storage.circuit_get("p")[0] == "half-open"
+    # ... and a read says so too (what /estimate and the check-up see), until the lease ends.
+    state, failures, wait = storage.circuit_get("p")
+    assert (state, failures) == ("open", 3) and 9000 < wait <= 10_000
 
 
 def test_a_successful_trial_closes_the_circuit(storage):
@@ -1005,3 +1007,19 @@ def test_budget_refunds_under_concurrency_give_back_exactly_what_they_took(stora
         refunded = list(pool.map(lambda s: storage.budget_refund("crowd", 2, 60_000, s[2]), spends[:25]))
     assert refunded == [True] * 25
     assert storage.budget_peek("crowd", 1, 100, 60_000)[1] == 30
+
+
+def test_circuit_get_answers_what_admit_would_at_every_step_of_a_trial(storage):
+    _open_circuit(storage, "p", 200)
+    state, _, wait = storage.circuit_get("p")
+    assert state == "open" and 100 < wait <= 200
+    time.sleep(0.25)
+    assert storage.circuit_get("p")[:2] == ("half-open", 3)  # a trial may be claimed
+    assert storage.circuit_admit("p", 300) == ("trial", 0)
+    state, _, read_wait = storage.circuit_get("p")  # the trial holds its lease: skipped
+    assert state == "open" and 200 < read_wait <= 300
+    admit_state, admit_wait = storage.circuit_admit("p", 300)
+    assert admit_state == "open" and abs(admit_wait - read_wait) <= 50
+    time.sleep(0.35)  # the trial's caller vanished: its lease ended
+    assert storage.circuit_get("p")[:2] == ("half-open", 3)
+    assert storage.circuit_admit("p", 300) == ("trial", 0)

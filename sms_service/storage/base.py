@@ -258,8 +258,11 @@ class Storage(abc.ABC):
     def circuit_get(self, key: str) -> tuple[str, int, int]:
         """Read circuit `key` without changing it: ``(state, failures, ms)``.
 
-        `state` is ``"closed"``, ``"open"`` (`ms` until a trial may go) or
-        ``"half-open"`` (the reset time has passed, or a trial is in flight).
+        `state` is ``"closed"``, ``"open"`` (`ms` until a trial may be claimed: the
+        reset time, or the end of the lease of a trial in flight) or ``"half-open"``
+        (the reset time has passed and no trial holds a live lease). It is exactly what
+        `circuit_admit` would answer now, without claiming anything: "open" where it
+        would say "open", "half-open" where it would give the trial.
         """
 
     # -- review fixes: taking back a budget spend that sent nothing ---------------------

@@ -314,6 +314,7 @@ class MemoryStorage(Storage):
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
     if not retry_at:
         return "closed", failures, 0
-    if retry_at > now:
-        return "open", failures, max(1, math.ceil(retry_at - now))
+    wait = max(retry_at, lease_until) - now  # a trial in flight keeps it open, as circuit_admit says
+    if wait > 0:
+        return "open", failures, max(1, math.ceil(wait))
     return "half-open", failures, 0

@@ -398,15 +398,18 @@ redis.call('HSET', KEYS[1], 'f', failures, 'r', retry_at, 'l', lease_until)
 return {before, retry_at == 0 and 'closed' or 'open'}
 """
 
+# A trial in flight keeps the circuit open, as the claim script says.
 _CIRCUIT_GET_SCRIPT = _NOW + """
-local state = redis.call('HMGET', KEYS[1], 'f', 'r')
+local state = redis.call('HMGET', KEYS[1], 'f', 'r', 'l')
 local failures = tonumber(state[1]) or 0
 local retry_at = tonumber(state[2]) or 0
+local lease_until = tonumber(state[3]) or 0
 if retry_at == 0 then
   return {'closed', failures, 0}
 end
-if retry_at > now then
-  return {'open', failures, math.max(1, math.ceil(retry_at - now))}
+local wait = math.max(retry_at, lease_until) - now
+if wait > 0 then
+  return {'open', failures, math.max(1, math.ceil(wait))}
 end
 return {'half-open', failures, 0}
 """

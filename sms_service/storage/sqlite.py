@@ -587,11 +587,12 @@ class SqliteStorage(Storage):
         rows, _, now = self._execute(_CIRCUIT_READ, {"key": key})
         if not rows:
             return "closed", 0, 0
-        failures, retry_at, _ = rows[0]
+        failures, retry_at, lease_until = rows[0]
         if not retry_at:
             return "closed", int(failures), 0
-        if retry_at > now:
-            return "open", int(failures), max(1, math.ceil(retry_at - now))
+        wait = max(retry_at, lease_until) - now  # a trial in flight keeps it open, as circuit_admit says
+        if wait > 0:
+            return "open", int(failures), max(1, math.ceil(wait))
         return "half-open", int(failures), 0
 
     # -- review fixes: taking back a budget spend that sent nothing ---------------------
