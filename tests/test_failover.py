@@ -580,3 +580,19 @@ def test_while_a_trial_is_in_flight_estimate_and_send_both_skip_the_provider():
     assert answer["sid"] == "SM2" and fields["provider"] == "second" and first.calls == 1
     state, _, wait = d.failover.routes[0].circuit.state()
     assert state == "open" and 9000 < wait <= 10_000
+
+
+def test_a_success_clears_failures_recorded_while_it_ran(storage_uri):
+    from sms_service.storage import open_storage
+
+    storage = open_storage(storage_uri)
+    circuit = Circuit("p", storage, threshold=2, reset_after_ms=60_000, lease_ms=10_000)
+    slow = circuit.admit()  # admitted with 0 failures; its provider answers late, and well
+    failed = circuit.admit()
+    circuit.record(failed, ok=False)  # another request failed meanwhile
+    circuit.record(slow, ok=True)
+    late = circuit.admit()
+    circuit.record(late, ok=False)
+    # fail, success, fail: not two consecutive failures, so the circuit stays closed.
+    assert circuit.state()[:2] == ("closed", 1)
+    storage.close()

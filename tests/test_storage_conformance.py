@@ -1023,3 +1023,18 @@ def test_circuit_get_answers_what_admit_would_at_every_step_of_a_trial(storage):
     time.sleep(0.35)  # the trial's caller vanished: its lease ended
     assert storage.circuit_get("p")[:2] == ("half-open", 3)
     assert storage.circuit_admit("p", 300) == ("trial", 0)
+
+
+def test_a_success_clears_whatever_failures_were_recorded_before_it(storage):
+    assert storage.circuit_record("fresh", ok=True, trial=False, threshold=2, reset_after_ms=5000) == (
+        "closed", "closed")
+    assert storage.circuit_get("fresh") == ("closed", 0, 0)
+    storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000)
+    assert storage.circuit_record("p", ok=True, trial=False, threshold=2, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_get("p")[:2] == ("closed", 1)
+    # A success of a call admitted before the circuit opened closes it: the provider works.
+    storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000)
+    assert storage.circuit_get("p")[0] == "open"
+    assert storage.circuit_record("p", ok=True, trial=False, threshold=2, reset_after_ms=5000) == ("open", "closed")
+    assert storage.circuit_get("p") == ("closed", 0, 0)

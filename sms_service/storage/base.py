@@ -252,6 +252,10 @@ class Storage(abc.ABC):
         `reset_after_ms`; a failed trial (`trial`) opens it again for `reset_after_ms`
         and frees the trial. A failure of a call that started before the circuit opened
         changes no time. Returns the state before and after: ``"closed"`` or ``"open"``.
+
+        A success is recorded after every successful call (it clears failures that
+        other calls recorded meanwhile), so a success on a closed circuit without
+        failures is one cheap read that writes nothing.
         """
 
     @abc.abstractmethod

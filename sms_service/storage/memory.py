@@ -282,6 +282,9 @@ class MemoryStorage(Storage):
                        reset_after_ms: int) -> tuple[str, str]:
         with self._lock:
             now = _now_ms()
+            circuit = self._circuits.get(key)
+            if ok and (circuit is None or not (circuit[0] or circuit[1])):
+                return "closed", "closed"  # closed and healthy: nothing to clear
             circuit = self._circuits.setdefault(key, [0, 0.0, 0.0])
             before = "open" if circuit[1] else "closed"
             if ok:

@@ -384,6 +384,9 @@ local failures = tonumber(state[1]) or 0
 local retry_at = tonumber(state[2]) or 0
 local lease_until = tonumber(state[3]) or 0
 local before = retry_at == 0 and 'closed' or 'open'
+if ok and failures == 0 and retry_at == 0 then
+  return {'closed', 'closed'}  -- closed and healthy: nothing to clear, nothing written
+end
 if ok then
   failures, retry_at, lease_until = 0, 0, 0
 elseif trial then

@@ -565,6 +565,14 @@ class SqliteStorage(Storage):
 
     def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
                        reset_after_ms: int) -> tuple[str, str]:
+        if ok:
+            # Every success of a multi-provider route lands here: closed and healthy (nearly
+            # always) is one plain read, no write lock. A failure recorded after this read
+            # came after the success, which is consecutive enough.
+            rows, _, _ = self._execute(_CIRCUIT_READ, {"key": key})
+            if not rows or not (rows[0][0] or rows[0][1]):
+                return "closed", "closed"
+
         def record(conn: sqlite3.Connection, now: float) -> tuple[str, str]:
             row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
             failures, retry_at, lease_until = row or (0, 0.0, 0.0)
