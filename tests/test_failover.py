@@ -596,3 +596,27 @@ def test_a_success_clears_failures_recorded_while_it_ran(storage_uri):
     # fail, success, fail: not two consecutive failures, so the circuit stays closed.
     assert circuit.state()[:2] == ("closed", 1)
     storage.close()
+
+
+@pytest.mark.parametrize("value", ["25h", "2 days", str(10**20)])
+def test_failover_reset_after_is_at_most_a_day(value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SERVICE_PROVIDER": "twilio,kaleyra", "FAILOVER_RESET_AFTER": value})
+    message = str(info.value)
+    assert message == f"FAILOVER_RESET_AFTER must be at most 1 day, got {value!r}"
+    assert load_settings({"SERVICE_PROVIDER": "console", "FAILOVER_RESET_AFTER": "1d"}).failover_reset_after_ms == 86_400_000
+
+
+def test_failover_settings_with_a_single_provider_get_one_start_up_warning(caplog):
+    with caplog.at_level("WARNING"):
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://", "FAILOVER_RESET_AFTER": "1m",
+                    "FAILOVER_FAILURE_THRESHOLD": "2"})
+    ignored = [r for r in caplog.records if "FAILOVER" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in ignored] == [(
+        "WARNING", "FAILOVER_FAILURE_THRESHOLD and FAILOVER_RESET_AFTER are ignored: SERVICE_PROVIDER names "
+                   "one provider, so there is no other to fail over to and no circuit breaker")]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://"})
+        failover_app(FAILOVER_RESET_AFTER="1m")
+    assert not [r for r in caplog.records if "FAILOVER" in r.getMessage()]
