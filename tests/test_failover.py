@@ -620,3 +620,18 @@ def test_failover_settings_with_a_single_provider_get_one_start_up_warning(caplo
         create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://"})
         failover_app(FAILOVER_RESET_AFTER="1m")
     assert not [r for r in caplog.records if "FAILOVER" in r.getMessage()]
+
+
+def test_an_estimate_with_no_usable_provider_logs_no_failed_send(caplog):
+    app = failover_app(TWILIO_EMPTY_BALANCE_CHECK="false", FAILOVER_FAILURE_THRESHOLD="1")
+    storage = app.extensions["sms_service"].storage
+    for name in ("twilio", "kaleyra"):
+        storage.circuit_record(f"provider:{name}", ok=False, trial=False, threshold=1, reset_after_ms=60_000)
+    client = app.test_client()
+    estimated = client.post("/estimate", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+    assert estimated.status_code == 502 and "circuit is open" in estimated.json["message"]
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and r.name == "sms_service.errors"]
+    sent = client.post("/send", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+    assert sent.status_code == 502 and sent.json["message"] == estimated.json["message"]
+    failed = [r for r in caplog.records if r.getMessage() == "provider did not accept the message"]
+    assert [r.error_class for r in failed] == ["NoProviderAvailable"]
