@@ -14,7 +14,7 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from sms_service import errors, estimate, metrics, ops, send
-from sms_service.config import Settings, load_settings
+from sms_service.config import Settings, ignored_failover_settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.failover import Failover, Route, build_failover
 from sms_service.guards import Guards
@@ -106,6 +106,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     status = StatusService(settings.provider, provider, storage, settings.message_ttl,
                            settings.public_base_url, settings.callback_secret)
     failover = build_failover(settings, providers, storage, status)
+    ignored = ignored_failover_settings(settings)
+    if ignored:
+        log.warning(ignored)
     dispatcher = Dispatcher(settings.provider, provider, guards, status, failover)
     services = Services(
         settings, provider, storage, guards, dispatcher,

@@ -104,6 +104,16 @@ def parse_budgets(text: str) -> BudgetTable:
     return BudgetTable(countries, others)
 
 
+@dataclass(frozen=True)
+class Spend:
+    """One admitted spend of a country's budget: what `SegmentBudgets.refund` takes back."""
+
+    country: str
+    segments: int
+    budget: Budget
+    at: float  # the spend's time by the storage's clock, which finds it again
+
+
 class SegmentBudgets:
     """The budget guard of one worker: spends (or, for an estimate, peeks at) a country's budget."""
 
@@ -116,26 +126,35 @@ class SegmentBudgets:
         self._other_use: dict[str, float] = {}
         self._other_lock = threading.Lock()
 
-    def check(self, country: str | None, segments: int, *, consume: bool) -> None:
+    def applies_to(self, country: str | None) -> bool:
+        """Tell whether `country`'s segments are counted by a budget."""
+        return self.table.for_country(country or UNKNOWN_COUNTRY) is not None
+
+    def check(self, country: str | None, segments: int, *, consume: bool) -> Spend | None:
         """Count `segments` against `country`'s budget, or with `consume` False only tell whether they fit.
 
-        Raises `SegmentBudgetExceeded` (with the seconds until enough of the budget
-        frees for these segments), `MessageOverBudget` when they exceed the whole budget,
-        or `StorageUnavailable`. A refusal counts nothing.
+        Returns the `Spend` when segments were counted (None when nothing was: an
+        estimate, or a country without a budget). Raises `SegmentBudgetExceeded` (with
+        the seconds until enough of the budget frees for these segments),
+        `MessageOverBudget` when they exceed the whole budget, or `StorageUnavailable`.
+        A refusal counts nothing.
         """
         country = country or UNKNOWN_COUNTRY
         budget = self.table.for_country(country)
         if budget is None:
-            return
+            return None
         if segments > budget.limit:
             # 429 would have the caller wait for a moment that never comes.
             raise MessageOverBudget(
                 f"receiver: a message of {segments} segments is more than the whole budget for "
                 f"{country} ({budget.describe()}); it can never be sent there"
             )
-        operation = self.storage.budget_spend if consume else self.storage.budget_peek
-        wait_ms, used = self.storage.guarded(
-            lambda: operation(country, segments, budget.limit, budget.window_ms))
+        if consume:
+            wait_ms, used, at = self.storage.guarded(
+                lambda: self.storage.budget_spend(country, segments, budget.limit, budget.window_ms))
+        else:
+            wait_ms, used = self.storage.guarded(
+                lambda: self.storage.budget_peek(country, segments, budget.limit, budget.window_ms))
         self._show_use(country, used / budget.limit)
         if wait_ms > 0:
             raise SegmentBudgetExceeded(
@@ -143,8 +162,26 @@ class SegmentBudgets:
                 f"this message of {segments} segment{'s' if segments != 1 else ''}",
                 retry_after=max(1, math.ceil(wait_ms / 1000)),
             )
-        if consume and used >= WARN_AT * budget.limit:
+        if not consume:
+            return None
+        if used >= WARN_AT * budget.limit:
             self._warn_once(country, used, budget)
+        return Spend(country, segments, budget, at)
+
+    def refund(self, spend: Spend) -> None:
+        """Take back `spend`, for a send that provably sent nothing; never raises.
+
+        A refund that fails leaves the segments counted (strict, never loose): it is
+        logged, and the answer of the send stays what it was.
+        """
+        budget = spend.budget
+        try:
+            self.storage.guarded(lambda: self.storage.budget_refund(
+                spend.country, spend.segments, budget.window_ms, spend.at))
+        except Exception as exc:  # the promise: never raises
+            log.error("could not take back the segments of a send that sent nothing",
+                      extra={"country": spend.country, "segments": spend.segments,
+                             "error_class": type(exc).__name__})
 
     def _show_use(self, country: str, ratio: float) -> None:
         gauge = self._gauges.get(country)

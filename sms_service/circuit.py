@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 from sms_service import metrics
-from sms_service.exceptions import StorageUnavailable
 from sms_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -58,19 +57,22 @@ class Circuit:
     def record(self, admission: Admission, ok: bool) -> None:
         """Record the outcome of an admitted call; never raises.
 
-        A success that found no failures writes nothing: the closed path stays one
-        storage operation per send.
+        Every outcome is recorded, a success too: failures that other requests recorded
+        while this call ran are not consecutive, and only a success clears them. On the
+        closed and healthy path that is one read (the storage writes only when there is
+        something to clear).
         """
-        if ok and admission.failures == 0 and not admission.trial:
-            return
         try:
             before, after = self.storage.guarded(lambda: self.storage.circuit_record(
                 self._key, ok, admission.trial, self.threshold, self.reset_after_ms))
-        except StorageUnavailable:
-            # The outcome is already decided (and an SMS may have gone): only the count is lost.
+        except Exception as exc:  # the promise: never raises
+            # The outcome is already decided (an SMS may have gone): whatever breaks here,
+            # only the count is lost, never the answer.
             log.error("could not record the outcome of a provider call in its circuit",
-                      extra={"provider": self.name})
+                      extra={"provider": self.name, "error_class": type(exc).__name__})
             return
+        if before == after == "closed" and ok and not admission.failures:
+            return  # the healthy path: nothing changed, the gauge already says closed
         metrics.set_circuit_state(self.name, after)
         if before == "closed" and after == "open":
             log.warning("circuit opened: the provider is skipped until a trial succeeds",

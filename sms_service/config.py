@@ -109,9 +109,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         providers=providers,
         balance_checks={name: _bool(env, balance_variable(name), False) for name in providers},
         failover_failure_threshold=_positive_int(env, "FAILOVER_FAILURE_THRESHOLD", 5),
-        failover_reset_after_ms=_duration(env, "FAILOVER_RESET_AFTER", "30s"),
+        failover_reset_after_ms=_failover_reset_after(env, "FAILOVER_RESET_AFTER", "30s"),
     )
     return settings
+
+
+_FAILOVER_VARIABLES = ("FAILOVER_FAILURE_THRESHOLD", "FAILOVER_RESET_AFTER")
+MAX_FAILOVER_RESET_MS = 86_400_000
+
+
+def ignored_failover_settings(settings: Settings) -> str | None:
+    """The start-up warning when FAILOVER_* is set but there is one provider (no circuit), else None."""
+    if len(settings.providers) > 1:
+        return None
+    named = [name for name in _FAILOVER_VARIABLES if settings.env.get(name, "").strip()]
+    if not named:
+        return None
+    return (f"{' and '.join(named)} {'is' if len(named) == 1 else 'are'} ignored: SERVICE_PROVIDER names "
+            "one provider, so there is no other to fail over to and no circuit breaker")
+
+
+def _failover_reset_after(env: Mapping[str, str], name: str, default: str) -> float:
+    # A provider skipped for longer than a day is an outage to fix, not to wait out; and
+    # storage times past that overflow (10**20 ms gave Redis a negative wait).
+    value = _duration(env, name, default)
+    if value > MAX_FAILOVER_RESET_MS:
+        raise ConfigError(f"{name} must be at most 1 day, got {_raw(env, name, default)!r}")
+    return value
 
 
 MAX_PROVIDERS = 4

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from sms_service import phone
-from sms_service.exceptions import ReceiverUnsubscribed
+from sms_service.exceptions import GuardRejection, ProviderError, ReceiverUnsubscribed, StorageUnavailable
 from sms_service.failover import Failover, Route
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
@@ -42,15 +42,20 @@ class Dispatcher:
         segments = count_segments(body)
         # Guards once per request, whatever the number of providers tried; then the
         # providers in failover order, each with its own balance check and circuit.
-        self.guards.admit(receiver, segments.count)
+        spend = self.guards.admit(receiver, segments.count)
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
                           status_callback=self.failover.routes[0].callback_url)
         try:
             route, receipt, elapsed = self.failover.send(message)
-        except ReceiverUnsubscribed as exc:
-            # The provider knows of an opt-out we missed: no other provider may send either.
-            self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
+        except BaseException as exc:
+            if spend is not None and sent_nothing(exc):
+                # No SMS went: an outage must not drain the country's budget. (The delay
+                # stays counted: it answers probing, whatever the provider said.)
+                self.guards.budgets.refund(spend)
+            if isinstance(exc, ReceiverUnsubscribed):
+                # The provider knows of an opt-out we missed: no other provider may send either.
+                self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
             raise
         answer = receipt_fields(receipt, segments.count)
         if route.status is not None:
@@ -86,6 +91,19 @@ class Dispatcher:
             "numberType": phone.type_of(receiver),
             "provider": route.name,
         }
+
+
+def sent_nothing(exc: BaseException) -> bool:
+    """Tell whether a failed send proves that no SMS went out, so its budget spend is refunded.
+
+    A refusal before any provider's send call (balance, circuit, storage), or a provider
+    failure that proves nothing went (`ProviderError.nothing_sent`: unreachable,
+    credentials, throttling, a rejected message). Never a timeout, a 5xx, an unreadable
+    answer or a plugin's unexpected exception: the SMS may have gone.
+    """
+    if isinstance(exc, GuardRejection | StorageUnavailable):
+        return True
+    return isinstance(exc, ProviderError) and exc.nothing_sent
 
 
 def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:

@@ -151,10 +151,14 @@ def handle_service_error(exc: SmsServiceError) -> Response:
     # GET /messages refuses no send, nor does an estimate's answer.
     if request.path == "/send" and isinstance(exc, GuardRejection | StorageUnavailable):
         metrics.GUARD_REJECTIONS.labels(getattr(exc, "guard", "storage")).inc()
-    if isinstance(exc, ProviderAuthError):
-        log.error("provider refused our credentials", extra=_provider_fields(exc))
-    elif isinstance(exc, ProviderError):
-        log.warning("provider did not accept the message", extra=_provider_fields(exc))
+    if isinstance(exc, ProviderError):
+        # An estimate's answer is no failed send: it called no provider's send.
+        if request.path == "/estimate":
+            pass
+        elif isinstance(exc, ProviderAuthError):
+            log.error("provider refused our credentials", extra=_provider_fields(exc))
+        else:
+            log.warning("provider did not accept the message", extra=_provider_fields(exc))
     elif status >= 500:
         log.error(exc.message)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}

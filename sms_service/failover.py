@@ -157,8 +157,9 @@ class Failover:
         """The route `send` would try to send through now, changing nothing (POST /estimate).
 
         It skips what `send` would skip before calling a provider's send: an open circuit
-        (read, no trial claimed; a half-open one counts as usable) and an empty or
-        unknown balance. Raises what `send` would when no provider is usable.
+        (read, no trial claimed; a half-open one counts as usable, one whose trial is in
+        flight reads as open) and an empty or unknown balance. Raises what `send` would
+        when no provider is usable.
         """
         failures: list[tuple[str, SmsServiceError]] = []
         for route in self.routes:

@@ -13,7 +13,7 @@ import hashlib
 import math
 
 from sms_service import metrics, phone
-from sms_service.budgets import SegmentBudgets
+from sms_service.budgets import SegmentBudgets, Spend
 from sms_service.config import Settings
 from sms_service.durations import format_duration
 from sms_service.exceptions import (
@@ -21,6 +21,7 @@ from sms_service.exceptions import (
     RateLimitExceeded,
     ReceiverSuppressed,
     ReceiverTooSoon,
+    StorageUnavailable,
 )
 from sms_service.storage import Storage
 from sms_service.suppression.service import SuppressionList
@@ -40,20 +41,37 @@ class Guards:
         table = settings.segment_budgets
         self.budgets = SegmentBudgets(table, storage) if table is not None else None
 
-    def admit(self, receiver: str, segments: int, *, consume: bool = True) -> None:
+    def admit(self, receiver: str, segments: int, *, consume: bool = True) -> Spend | None:
         """Run the guards that follow validation, in order: destination policy, opt-out,
         delay, segment budget (the providers' balance checks follow, per provider).
 
         With `consume` (a send) the delay and the budget are spent; without it (an
         estimate) each guard only says whether it would refuse, and nothing is counted,
-        so the same send still passes afterwards. Raises the first refusal's
-        `GuardRejection`, or `StorageUnavailable`.
+        so the same send still passes afterwards. Returns the budget's `Spend` when one
+        was counted, for the caller to refund should the send prove it sent nothing.
+        Raises the first refusal's `GuardRejection`, or `StorageUnavailable`.
         """
         self.check_destination(receiver)
         self.check_suppression(receiver, consume=consume)
-        self.check_delay(receiver, consume=consume)
-        if self.budgets is not None:
-            self.budgets.check(phone.region_of(receiver), segments, consume=consume)
+        country = phone.region_of(receiver) if self.budgets is not None else None
+        if not consume or self.budgets is None or not self.budgets.applies_to(country):
+            # Budgets off (or none for this country): one delay operation, as ever.
+            self.check_delay(receiver, consume=consume)
+            if self.budgets is not None:
+                self.budgets.check(country, segments, consume=consume)
+            return None
+        # A refusal by the budget must not lengthen the receiver's wait, nor a refusal by
+        # the delay spend the budget: peek at the delay, spend the budget, then take the
+        # delay, giving the budget back when a concurrent send to this receiver won it.
+        self.check_delay(receiver, consume=False)
+        spend = self.budgets.check(country, segments, consume=True)
+        try:
+            self.check_delay(receiver, consume=True)
+        except (ReceiverTooSoon, StorageUnavailable):
+            if spend is not None:
+                self.budgets.refund(spend)
+            raise
+        return spend
 
     def check_rate_limit(self) -> None:
         """Count one /send request against the deployment-wide limit.

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+import requests
+import responses
 from prometheus_client import REGISTRY
 from support.payloads import fresh_receiver, message
 
@@ -267,3 +269,95 @@ def test_the_budget_fails_closed_when_its_storage_fails(monkeypatch):
         answer = app.test_client().post(route, json=message())
         assert answer.status_code == 503, answer.json
         assert answer.json["message"] == "shared storage is unavailable (ConnectionError); nothing was sent"
+
+
+# -- review fixes: what a send that sent nothing, or a refusal, leaves counted -------------
+
+
+TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "1f" * 16, "TWILIO_AUTH_TOKEN": "tok3n" + "9" * 27}
+KALEYRA = {"KALEYRA_SID": "HXAP1234567890KL", "KALEYRA_API_KEY": "Akey" + "7" * 28}
+TWILIO_SEND = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO['TWILIO_ACCOUNT_SID']}/Messages.json"
+KALEYRA_SEND = f"https://api.kaleyra.io/v1/{KALEYRA['KALEYRA_SID']}/messages"
+TWILIO_OK = {"sid": "SM" + "a" * 32, "status": "queued", "num_segments": "1",
+             "date_created": "Thu, 26 Nov 2026 10:00:00 +0000"}
+
+
+def failover_budget_app(budgets: str = "US=2/1d"):
+    return create_app({"SERVICE_PROVIDER": "twilio,kaleyra", **TWILIO, **KALEYRA, "STORAGE_URI": "memory://",
+                       "SEGMENT_BUDGETS": budgets, "RATE_LIMIT_MAX_REQUESTS": "100000"})
+
+
+def test_an_outage_of_every_provider_does_not_drain_the_budget():
+    client = failover_budget_app("US=2/1d").test_client()
+    with responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=401, json={"code": 20003, "message": "Authenticate"})
+        mock.post(KALEYRA_SEND, body=requests.ConnectionError("connection refused"))
+        for _ in range(3):  # before circuits open (5): each provider is tried, each sends nothing
+            answer = client.post("/send", json=message(body="one"))
+            assert answer.status_code == 502, answer.json
+    with responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=201, json=TWILIO_OK)
+        # The whole day's budget is still there: two segments fit, a third does not.
+        assert client.post("/send", json=message(body=TWO_SEGMENTS)).status_code == 200
+        refused = client.post("/send", json=message(body="one"))
+    assert refused.status_code == 429 and "US" in refused.json["message"]
+
+
+def test_a_send_that_may_have_gone_keeps_its_segments_counted():
+    client = failover_budget_app("US=2/1d").test_client()
+    with responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=500, json={"message": "internal"})
+        assert client.post("/send", json=message(body="one")).status_code == 502
+    # One of the two segments is spent: the SMS may have gone.
+    refused = client.post("/send", json=message(body=TWO_SEGMENTS))
+    assert refused.status_code == 429 and "US" in refused.json["message"]
+
+
+def test_a_refusal_by_the_budget_does_not_lengthen_the_receivers_delay():
+    client = budget_app(budgets="US=2/1h").test_client()
+    receiver = fresh_receiver()
+    assert client.post("/send", json=message(receiver=receiver, body="one")).status_code == 200
+    time.sleep(1.1)  # the delay after one message is 1 s
+    refused = client.post("/send", json=message(receiver=receiver, body=TWO_SEGMENTS))
+    assert refused.status_code == 429 and "segment budget" in refused.json["message"]
+    # The refusal took no turn of the delay: the receiver's next message goes now.
+    assert client.post("/send", json=message(receiver=receiver, body="one")).status_code == 200
+
+
+def test_a_refusal_by_the_delay_does_not_spend_the_budget():
+    client = budget_app(budgets="US=2/1h").test_client()
+    receiver = fresh_receiver()
+    assert client.post("/send", json=message(receiver=receiver, body="one")).status_code == 200
+    for _ in range(3):
+        too_soon = client.post("/send", json=message(receiver=receiver, body="one"))
+        assert too_soon.status_code == 429 and "wait before sending again" in too_soon.json["message"]
+    assert client.post("/send", json=message(body="one")).status_code == 200  # the 2nd segment is free
+
+
+def test_a_concurrent_send_that_wins_the_receivers_delay_gets_the_budget_back(monkeypatch):
+    app = budget_app(budgets="US=3/1h")
+    storage = app.extensions["sms_service"].storage
+    # The peek saw the way clear; by the time the delay is taken, another send has it.
+    monkeypatch.setattr(storage, "delay_acquire", lambda key, reset_after_ms: 700)
+    answer = app.test_client().post("/send", json=message(body=TWO_SEGMENTS))
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    assert "wait before sending again" in answer.json["message"]
+    assert storage.budget_peek("US", 3, 3, 3_600_000) == (0, 0)
+
+
+def test_a_refund_that_fails_is_logged_and_changes_no_answer(monkeypatch, caplog):
+    app = failover_budget_app("US=2/1d")
+    storage = app.extensions["sms_service"].storage
+
+    def down(*args):
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(storage, "budget_refund", down)
+    with responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=401, json={"code": 20003, "message": "Authenticate"})
+        mock.post(KALEYRA_SEND, status=401, json={"message": "unauthorized"})
+        answer = app.test_client().post("/send", json=message(body="hello there"))
+    assert answer.status_code == 502 and answer.json["message"].startswith("no provider could take")
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "take back" in r.getMessage()]
+    assert [(r.country, r.segments, r.error_class) for r in errors] == [("US", 1, "StorageUnavailable")]
+    assert "hello there" not in caplog.text

@@ -65,3 +65,26 @@ def test_budget_on_the_embedded_store_with_two_workers(fake_provider_server, fak
         assert statuses.count(200) == 2 and statuses.count(429) == 8, statuses
         assert fake_provider.count() == 2
         assert all(int(a.headers["Retry-After"]) >= 3500 for a in answers if a.status_code == 429)
+
+
+# -- review fixes: an outage does not drain the budget --------------------------------------
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_sends_that_sent_nothing_give_their_segments_back_across_workers(
+        store, request, fake_provider_server, fake_provider):
+    env = {**twilio_env(fake_provider_server.url), "SEGMENT_BUDGETS": "US=3/1d"}
+    if store == "redis":
+        env["STORAGE_URI"] = request.getfixturevalue("redis_uri")
+    with Service(env, workers=2) as service:
+        fake_provider.mode = "auth"  # the provider refuses our credentials: nothing goes out
+        # One after another (in flight, a send holds its segments: concurrent ones may meet a full budget).
+        refused = [service.send(message(body="a" * 200)) for _ in range(6)]
+        assert [a.status_code for a in refused] == [502] * 6, [a.json() for a in refused]
+        fake_provider.mode = "error500"  # the SMS may have gone: its 2 segments stay counted
+        assert service.send(message(body="a" * 200)).status_code == 502
+        fake_provider.mode = "ok"
+        assert service.send(message(body="x")).status_code == 200  # 3 of 3
+        full = service.send(message(body="x"))
+        assert full.status_code == 429 and "segment budget for US" in full.json()["message"], full.json()
+        assert 86_300 <= int(full.headers["Retry-After"]) <= 86_400 + 865  # SQLite: a bucket of 1/100 more

@@ -501,3 +501,138 @@ def test_an_estimate_with_every_circuit_open_gives_the_send_s_502():
         send(d)
     assert estimated.value.message == sent.value.message
     assert (first.calls, second.calls) == (1, 1)
+
+
+# -- review fixes -------------------------------------------------------------------------
+
+
+def test_a_circuit_that_cannot_record_never_changes_the_answer(caplog):
+    class Broken(MemoryStorage):
+        def circuit_record(self, *args, **kwargs):
+            raise ValueError("a bug in the storage")
+
+    first, second = Scripted(ProviderUnreachable("down")), Scripted("SM2")
+    answer, fields = send(dispatcher(first, second, storage=Broken()))
+    assert answer["sid"] == "SM2" and fields["provider"] == "second"
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "circuit" in r.getMessage()]
+    # The first's failure and the second's success each met the broken storage: logged, and no more.
+    assert [(r.provider, r.error_class) for r in errors] == [("first", "ValueError"), ("second", "ValueError")]
+    assert "a bug in the storage" not in caplog.text
+
+
+def budget_dispatcher(*providers: Scripted, balance: bool = False):
+    storage = MemoryStorage()
+    settings = load_settings({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                              "SEGMENT_BUDGETS": "US=5/1d"})
+    routes = [Route(name, p, balance, None, Circuit(name, storage, 3, 60_000, 10_000))
+              for name, p in zip(["first", "second"], providers, strict=True)]
+    return Dispatcher("first", providers[0], Guards(settings, storage), None, Failover(routes)), storage
+
+
+@pytest.mark.parametrize(("failure", "refunded"), [
+    (ProviderUnreachable("could not connect"), True),
+    (ProviderAuthError("credentials"), True),
+    (ProviderRateLimited("429"), True),
+    (MessageRejected("21211"), True),
+    (ReceiverUnsubscribed("21610"), True),
+    (ProviderUnavailable("not processed", nothing_sent=True), True),
+    (ProviderTimeout("late"), False),
+    (ProviderUnavailable("500"), False),
+    (ProviderUnavailable("not JSON"), False),
+    (ProviderError("other"), False),
+    (KeyError("a plugin's bug"), False),
+])
+def test_only_a_send_that_proves_nothing_went_gives_its_segments_back(failure, refunded):
+    d, storage = budget_dispatcher(Scripted(failure), Scripted(failure))
+    with pytest.raises(type(failure)):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == (0 if refunded else 1)
+
+
+def test_no_usable_provider_gives_the_segments_back():
+    d, storage = budget_dispatcher(Scripted("SM1", balance="0"), Scripted("SM2", balance="error"), balance=True)
+    with pytest.raises(BalanceUnavailable):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 0
+    for name in ("first", "second"):  # every circuit open: nothing is called
+        for _ in range(3):
+            storage.circuit_record(f"provider:{name}", ok=False, trial=False, threshold=3, reset_after_ms=60_000)
+    with pytest.raises(NoProviderAvailable):
+        send(d)
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 0
+
+
+def test_a_successful_send_keeps_its_segments_counted():
+    d, storage = budget_dispatcher(Scripted(ProviderUnreachable("down")), Scripted("SM2"))
+    assert send(d)[0]["sid"] == "SM2"
+    assert storage.budget_peek("US", 1, 5, 86_400_000)[1] == 1
+
+
+def test_while_a_trial_is_in_flight_estimate_and_send_both_skip_the_provider():
+    storage = MemoryStorage()
+    first, second = Scripted(ProviderUnreachable("down")), Scripted("SM2")
+    d = dispatcher(first, second, threshold=1, reset_ms=300, storage=storage)
+    send(d)  # the first fails over and its circuit opens
+    time.sleep(0.35)
+    assert d.estimate(receiver(), "hello")["provider"] == "first"  # a trial may go: /send would try it
+    assert storage.circuit_admit("provider:first", 10_000) == ("trial", 0)  # another request holds it
+    assert d.estimate(receiver(), "hello")["provider"] == "second"
+    answer, fields = send(d)
+    assert answer["sid"] == "SM2" and fields["provider"] == "second" and first.calls == 1
+    state, _, wait = d.failover.routes[0].circuit.state()
+    assert state == "open" and 9000 < wait <= 10_000
+
+
+def test_a_success_clears_failures_recorded_while_it_ran(storage_uri):
+    from sms_service.storage import open_storage
+
+    storage = open_storage(storage_uri)
+    circuit = Circuit("p", storage, threshold=2, reset_after_ms=60_000, lease_ms=10_000)
+    slow = circuit.admit()  # admitted with 0 failures; its provider answers late, and well
+    failed = circuit.admit()
+    circuit.record(failed, ok=False)  # another request failed meanwhile
+    circuit.record(slow, ok=True)
+    late = circuit.admit()
+    circuit.record(late, ok=False)
+    # fail, success, fail: not two consecutive failures, so the circuit stays closed.
+    assert circuit.state()[:2] == ("closed", 1)
+    storage.close()
+
+
+@pytest.mark.parametrize("value", ["25h", "2 days", str(10**20)])
+def test_failover_reset_after_is_at_most_a_day(value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SERVICE_PROVIDER": "twilio,kaleyra", "FAILOVER_RESET_AFTER": value})
+    message = str(info.value)
+    assert message == f"FAILOVER_RESET_AFTER must be at most 1 day, got {value!r}"
+    assert load_settings({"SERVICE_PROVIDER": "console", "FAILOVER_RESET_AFTER": "1d"}).failover_reset_after_ms == 86_400_000
+
+
+def test_failover_settings_with_a_single_provider_get_one_start_up_warning(caplog):
+    with caplog.at_level("WARNING"):
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://", "FAILOVER_RESET_AFTER": "1m",
+                    "FAILOVER_FAILURE_THRESHOLD": "2"})
+    ignored = [r for r in caplog.records if "FAILOVER" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in ignored] == [(
+        "WARNING", "FAILOVER_FAILURE_THRESHOLD and FAILOVER_RESET_AFTER are ignored: SERVICE_PROVIDER names "
+                   "one provider, so there is no other to fail over to and no circuit breaker")]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://"})
+        failover_app(FAILOVER_RESET_AFTER="1m")
+    assert not [r for r in caplog.records if "FAILOVER" in r.getMessage()]
+
+
+def test_an_estimate_with_no_usable_provider_logs_no_failed_send(caplog):
+    app = failover_app(TWILIO_EMPTY_BALANCE_CHECK="false", FAILOVER_FAILURE_THRESHOLD="1")
+    storage = app.extensions["sms_service"].storage
+    for name in ("twilio", "kaleyra"):
+        storage.circuit_record(f"provider:{name}", ok=False, trial=False, threshold=1, reset_after_ms=60_000)
+    client = app.test_client()
+    estimated = client.post("/estimate", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+    assert estimated.status_code == 502 and "circuit is open" in estimated.json["message"]
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and r.name == "sms_service.errors"]
+    sent = client.post("/send", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+    assert sent.status_code == 502 and sent.json["message"] == estimated.json["message"]
+    failed = [r for r in caplog.records if r.getMessage() == "provider did not accept the message"]
+    assert [r.error_class for r in failed] == ["NoProviderAvailable"]

@@ -613,28 +613,28 @@ def test_sqlite_file_of_schema_1_is_upgraded_in_place_and_keeps_its_rows(tmp_pat
 
 
 def test_budget_admits_costs_up_to_the_limit_and_refuses_without_counting(storage):
-    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 3)
-    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 6)
-    assert storage.budget_spend("US", 3, 10, 60_000) == (0, 9)
-    wait, used = storage.budget_spend("US", 3, 10, 60_000)
-    assert 1 <= wait <= 60_000 + 601 and used == 9
+    assert storage.budget_spend("US", 3, 10, 60_000)[:2] == (0, 3)
+    assert storage.budget_spend("US", 3, 10, 60_000)[:2] == (0, 6)
+    assert storage.budget_spend("US", 3, 10, 60_000)[:2] == (0, 9)
+    wait, used, at = storage.budget_spend("US", 3, 10, 60_000)
+    assert 1 <= wait <= 60_000 + 601 and used == 9 and at == 0
     # The refusal counted nothing: one unit still fits, exactly.
-    assert storage.budget_spend("US", 1, 10, 60_000) == (0, 10)
+    assert storage.budget_spend("US", 1, 10, 60_000)[:2] == (0, 10)
     assert storage.budget_spend("US", 1, 10, 60_000)[0] >= 1
     # Another key is another budget.
-    assert storage.budget_spend("IN", 10, 10, 60_000) == (0, 10)
+    assert storage.budget_spend("IN", 10, 10, 60_000)[:2] == (0, 10)
 
 
 def test_budget_peek_answers_like_spend_and_counts_nothing(storage):
     assert storage.budget_peek("FR", 4, 5, 60_000) == (0, 0)
     assert storage.budget_peek("FR", 4, 5, 60_000) == (0, 0)
-    assert storage.budget_spend("FR", 4, 5, 60_000) == (0, 4)
+    assert storage.budget_spend("FR", 4, 5, 60_000)[:2] == (0, 4)
     assert storage.budget_peek("FR", 1, 5, 60_000) == (0, 4)
     peek_wait, used = storage.budget_peek("FR", 2, 5, 60_000)
     assert used == 4 and peek_wait >= 1
-    spend_wait, used = storage.budget_spend("FR", 2, 5, 60_000)
+    spend_wait, used, _ = storage.budget_spend("FR", 2, 5, 60_000)
     assert used == 4 and abs(spend_wait - peek_wait) <= 50
-    assert storage.budget_spend("FR", 1, 5, 60_000) == (0, 5)
+    assert storage.budget_spend("FR", 1, 5, 60_000)[:2] == (0, 5)
 
 
 def test_budget_slides_and_its_wait_is_for_this_cost(storage, storage_uri):
@@ -889,7 +889,9 @@ def test_circuit_lets_exactly_one_trial_through_after_the_reset_time(storage):
     for _ in range(5):
         state, wait = storage.circuit_admit("p", 10_000)
         assert state == "open" and 9000 < wait <= 10_000
-    assert storage.circuit_get("p")[0] == "half-open"
+    # ... and a read says so too (what /estimate and the check-up see), until the lease ends.
+    state, failures, wait = storage.circuit_get("p")
+    assert (state, failures) == ("open", 3) and 9000 < wait <= 10_000
 
 
 def test_a_successful_trial_closes_the_circuit(storage):
@@ -960,3 +962,79 @@ def test_sqlite_file_of_schema_1_gains_the_circuits_table(tmp_path):
     assert store.circuit_record("p", ok=False, trial=False, threshold=1, reset_after_ms=5000) == ("closed", "open")
     assert store.circuit_admit("p", 1000)[0] == "open"
     store.close()
+
+
+# -- review fixes: a budget spend taken back, circuits read as send reads them ------------
+
+
+def test_budget_refund_takes_back_exactly_that_spend(storage):
+    wait, used, first = storage.budget_spend("US", 3, 10, 60_000)
+    assert (wait, used) == (0, 3) and first > 0
+    assert storage.budget_spend("US", 4, 10, 60_000)[:2] == (0, 7)
+    assert storage.budget_refund("US", 3, 60_000, first) is True
+    assert storage.budget_peek("US", 1, 10, 60_000) == (0, 4)
+    # Its room is free again, exactly: six units fit, a seventh does not.
+    assert storage.budget_spend("US", 6, 10, 60_000)[:2] == (0, 10)
+    assert storage.budget_spend("US", 1, 10, 60_000)[0] >= 1
+    # Another key's budget is untouched by a refund, and a refund elsewhere takes nothing.
+    assert storage.budget_spend("IN", 2, 2, 60_000)[:2] == (0, 2)
+    assert storage.budget_refund("FR", 3, 60_000, first) is False
+    assert storage.budget_peek("IN", 1, 2, 60_000)[1] == 2
+
+
+def test_budget_refund_of_the_last_spend_leaves_an_empty_budget(storage):
+    _, _, at = storage.budget_spend("DE", 5, 5, 60_000)
+    assert storage.budget_spend("DE", 1, 5, 60_000)[0] >= 1
+    assert storage.budget_refund("DE", 5, 60_000, at) is True
+    assert storage.budget_peek("DE", 5, 5, 60_000) == (0, 0)
+    assert storage.budget_spend("DE", 5, 5, 60_000)[:2] == (0, 5)
+
+
+def test_budget_refund_of_a_spend_that_left_the_window_changes_nothing(storage):
+    _, _, old = storage.budget_spend("GB", 2, 4, 300)
+    time.sleep(0.45)
+    assert storage.budget_spend("GB", 4, 4, 300)[:2] == (0, 4)
+    assert storage.budget_refund("GB", 2, 300, old) is False
+    # The spend in the window still counts whole: nothing was taken from it.
+    assert storage.budget_peek("GB", 1, 4, 300)[1] == 4
+
+
+def test_budget_refunds_under_concurrency_give_back_exactly_what_they_took(storage):
+    with ThreadPoolExecutor(16) as pool:
+        spends = list(pool.map(lambda _: storage.budget_spend("crowd", 2, 100, 60_000), range(40)))
+    assert all(wait == 0 for wait, _, _ in spends)
+    with ThreadPoolExecutor(16) as pool:
+        refunded = list(pool.map(lambda s: storage.budget_refund("crowd", 2, 60_000, s[2]), spends[:25]))
+    assert refunded == [True] * 25
+    assert storage.budget_peek("crowd", 1, 100, 60_000)[1] == 30
+
+
+def test_circuit_get_answers_what_admit_would_at_every_step_of_a_trial(storage):
+    _open_circuit(storage, "p", 200)
+    state, _, wait = storage.circuit_get("p")
+    assert state == "open" and 100 < wait <= 200
+    time.sleep(0.25)
+    assert storage.circuit_get("p")[:2] == ("half-open", 3)  # a trial may be claimed
+    assert storage.circuit_admit("p", 300) == ("trial", 0)
+    state, _, read_wait = storage.circuit_get("p")  # the trial holds its lease: skipped
+    assert state == "open" and 200 < read_wait <= 300
+    admit_state, admit_wait = storage.circuit_admit("p", 300)
+    assert admit_state == "open" and abs(admit_wait - read_wait) <= 50
+    time.sleep(0.35)  # the trial's caller vanished: its lease ended
+    assert storage.circuit_get("p")[:2] == ("half-open", 3)
+    assert storage.circuit_admit("p", 300) == ("trial", 0)
+
+
+def test_a_success_clears_whatever_failures_were_recorded_before_it(storage):
+    assert storage.circuit_record("fresh", ok=True, trial=False, threshold=2, reset_after_ms=5000) == (
+        "closed", "closed")
+    assert storage.circuit_get("fresh") == ("closed", 0, 0)
+    storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000)
+    assert storage.circuit_record("p", ok=True, trial=False, threshold=2, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000) == ("closed", "closed")
+    assert storage.circuit_get("p")[:2] == ("closed", 1)
+    # A success of a call admitted before the circuit opened closes it: the provider works.
+    storage.circuit_record("p", ok=False, trial=False, threshold=2, reset_after_ms=5000)
+    assert storage.circuit_get("p")[0] == "open"
+    assert storage.circuit_record("p", ok=True, trial=False, threshold=2, reset_after_ms=5000) == ("open", "closed")
+    assert storage.circuit_get("p") == ("closed", 0, 0)

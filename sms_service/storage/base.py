@@ -163,15 +163,16 @@ class Storage(abc.ABC):
     # per bucket) and a running total, so a hit costs the same whatever the budget.
 
     @abc.abstractmethod
-    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int, float]:
         """Count `cost` units in the weighted moving window `key` unless it would then hold more than `limit`.
 
         The promise: in any span of `window_ms`, the units admitted total at most
         `limit` (SQLite errs strict by up to a hundredth of the window, never loose).
-        `cost` is 1 to `limit`. Returns `(wait_ms, used)`: `wait_ms` is 0 when admitted
-        (and counted), else the milliseconds until enough units have left the window for
-        `cost` to fit (>= 1), and a refusal counts nothing; `used` is the units in the
-        window after the call.
+        `cost` is 1 to `limit`. Returns `(wait_ms, used, at)`: `wait_ms` is 0 when
+        admitted (and counted), else the milliseconds until enough units have left the
+        window for `cost` to fit (>= 1), and a refusal counts nothing; `used` is the
+        units in the window after the call; `at` is the spend's time by the storage's
+        own clock (0 when refused), which `budget_refund` takes to find this spend.
         """
 
     @abc.abstractmethod
@@ -251,12 +252,32 @@ class Storage(abc.ABC):
         `reset_after_ms`; a failed trial (`trial`) opens it again for `reset_after_ms`
         and frees the trial. A failure of a call that started before the circuit opened
         changes no time. Returns the state before and after: ``"closed"`` or ``"open"``.
+
+        A success is recorded after every successful call (it clears failures that
+        other calls recorded meanwhile), so a success on a closed circuit without
+        failures is one cheap read that writes nothing.
         """
 
     @abc.abstractmethod
     def circuit_get(self, key: str) -> tuple[str, int, int]:
         """Read circuit `key` without changing it: ``(state, failures, ms)``.
 
-        `state` is ``"closed"``, ``"open"`` (`ms` until a trial may go) or
-        ``"half-open"`` (the reset time has passed, or a trial is in flight).
+        `state` is ``"closed"``, ``"open"`` (`ms` until a trial may be claimed: the
+        reset time, or the end of the lease of a trial in flight) or ``"half-open"``
+        (the reset time has passed and no trial holds a live lease). It is exactly what
+        `circuit_admit` would answer now, without claiming anything: "open" where it
+        would say "open", "half-open" where it would give the trial.
+        """
+
+    # -- review fixes: taking back a budget spend that sent nothing ---------------------
+
+    @abc.abstractmethod
+    def budget_refund(self, key: str, cost: int, window_ms: int, at: float) -> bool:
+        """Take back exactly one earlier admitted `budget_spend(key, cost, _, window_ms)` made at `at`.
+
+        For a send that provably sent nothing. The window then holds `cost` units fewer
+        (never fewer than 0); other spends are left as they are. A spend that has left
+        the window already changes nothing. Call it at most once per spend: two spends
+        of the same cost at the same time look alike. Tells whether units were taken
+        back.
         """

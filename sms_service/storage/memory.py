@@ -173,13 +173,14 @@ class MemoryStorage(Storage):
 
     # -- segment budgets and estimates (SPEC section 14) --------------------------------
 
-    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int, float]:
         return self._budget(key, cost, limit, window_ms, consume=True)
 
     def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
-        return self._budget(key, cost, limit, window_ms, consume=False)
+        return self._budget(key, cost, limit, window_ms, consume=False)[:2]
 
-    def _budget(self, key: str, cost: int, limit: int, window_ms: int, *, consume: bool) -> tuple[int, int]:
+    def _budget(self, key: str, cost: int, limit: int, window_ms: int, *,
+                consume: bool) -> tuple[int, int, float]:
         with self._lock:
             now = _now_ms()
             entries, total = self._budgets.get(key, (None, 0))
@@ -192,15 +193,15 @@ class MemoryStorage(Storage):
                     entries.append((now, cost))
                     total += cost
                 self._budgets[key] = (entries, total)
-                return 0, total
+                return 0, total, now if consume else 0.0
             self._budgets[key] = (entries, total)
             # Each entry is at least one unit: the wait is decided within the oldest `need`.
             need, freed = total + cost - limit, 0
             for when, units in entries:
                 freed += units
                 if freed >= need:
-                    return max(1, math.ceil(when + window_ms - now)), total
-            return max(1, window_ms), total  # pragma: no cover  (total is the entries' sum)
+                    return max(1, math.ceil(when + window_ms - now)), total, 0.0
+            return max(1, window_ms), total, 0.0  # pragma: no cover  (total is the entries' sum)
 
     def delay_peek(self, key: str, reset_after_ms: int) -> int:
         with self._lock:
@@ -281,6 +282,9 @@ class MemoryStorage(Storage):
                        reset_after_ms: int) -> tuple[str, str]:
         with self._lock:
             now = _now_ms()
+            circuit = self._circuits.get(key)
+            if ok and (circuit is None or not (circuit[0] or circuit[1])):
+                return "closed", "closed"  # closed and healthy: nothing to clear
             circuit = self._circuits.setdefault(key, [0, 0.0, 0.0])
             before = "open" if circuit[1] else "closed"
             if ok:
@@ -298,10 +302,22 @@ class MemoryStorage(Storage):
             failures, retry_at, lease_until = self._circuits.get(key, (0, 0.0, 0.0))
             return _circuit_state(int(failures), retry_at, lease_until, _now_ms())
 
+    # -- review fixes: taking back a budget spend that sent nothing ---------------------
+
+    def budget_refund(self, key: str, cost: int, window_ms: int, at: float) -> bool:
+        with self._lock:
+            entries, total = self._budgets.get(key, (None, 0))
+            if not entries or (at, cost) not in entries:
+                return False  # left the window (pruned), or refunded already
+            entries.remove((at, cost))
+            self._budgets[key] = (entries, max(0, total - cost))
+            return True
+
 
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
     if not retry_at:
         return "closed", failures, 0
-    if retry_at > now:
-        return "open", failures, max(1, math.ceil(retry_at - now))
+    wait = max(retry_at, lease_until) - now  # a trial in flight keeps it open, as circuit_admit says
+    if wait > 0:
+        return "open", failures, max(1, math.ceil(wait))
     return "half-open", failures, 0

@@ -225,7 +225,7 @@ if total + cost <= limit then
     redis.call('LPUSH', KEYS[1], now .. ':' .. cost)
     redis.call('PEXPIRE', KEYS[1], window)
     redis.call('SET', KEYS[2], total, 'PX', window)
-    return {0, total}
+    return {0, total, now}
   end
 end
 if pruned then
@@ -338,6 +338,24 @@ end
 return {redis.call('ZCARD', KEYS[1]), tostring(now - tonumber(oldest[2]))}
 """
 
+# Takes back one "time:cost" entry a spend pushed, and its cost from the total. An entry
+# that has left the window was popped already (or will be, counted by the total until
+# then): LREM finds it, or nothing, and the total stays the entries' sum either way.
+_BUDGET_REFUND_SCRIPT = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+local total = redis.call('DECRBY', KEYS[2], tonumber(ARGV[2]))
+if total <= 0 then
+  if redis.call('LLEN', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  else
+    redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+  end
+end
+return 1
+"""
+
 
 # Failover circuits: one hash per provider, f (failures), r (reset time, 0: closed),
 # l (trial lease end), in Redis clock milliseconds. Each operation is one script: one
@@ -366,6 +384,9 @@ local failures = tonumber(state[1]) or 0
 local retry_at = tonumber(state[2]) or 0
 local lease_until = tonumber(state[3]) or 0
 local before = retry_at == 0 and 'closed' or 'open'
+if ok and failures == 0 and retry_at == 0 then
+  return {'closed', 'closed'}  -- closed and healthy: nothing to clear, nothing written
+end
 if ok then
   failures, retry_at, lease_until = 0, 0, 0
 elseif trial then
@@ -380,15 +401,18 @@ redis.call('HSET', KEYS[1], 'f', failures, 'r', retry_at, 'l', lease_until)
 return {before, retry_at == 0 and 'closed' or 'open'}
 """
 
+# A trial in flight keeps the circuit open, as the claim script says.
 _CIRCUIT_GET_SCRIPT = _NOW + """
-local state = redis.call('HMGET', KEYS[1], 'f', 'r')
+local state = redis.call('HMGET', KEYS[1], 'f', 'r', 'l')
 local failures = tonumber(state[1]) or 0
 local retry_at = tonumber(state[2]) or 0
+local lease_until = tonumber(state[3]) or 0
 if retry_at == 0 then
   return {'closed', failures, 0}
 end
-if retry_at > now then
-  return {'open', failures, math.max(1, math.ceil(retry_at - now))}
+local wait = math.max(retry_at, lease_until) - now
+if wait > 0 then
+  return {'open', failures, math.max(1, math.ceil(wait))}
 end
 return {'half-open', failures, 0}
 """
@@ -429,6 +453,7 @@ class RedisStorage(Storage):
         self._circuit_claim = register(_CIRCUIT_CLAIM_SCRIPT)
         self._circuit_record = register(_CIRCUIT_RECORD_SCRIPT)
         self._circuit_get = register(_CIRCUIT_GET_SCRIPT)
+        self._budget_refund = register(_BUDGET_REFUND_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -490,17 +515,16 @@ class RedisStorage(Storage):
 
     # -- segment budgets and estimates (SPEC section 14) --------------------------------
 
-    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int, float]:
         return self._run_budget(key, cost, limit, window_ms, 1)
 
     def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
-        return self._run_budget(key, cost, limit, window_ms, 0)
+        return self._run_budget(key, cost, limit, window_ms, 0)[:2]
 
-    def _run_budget(self, key: str, cost: int, limit: int, window_ms: int, consume: int) -> tuple[int, int]:
-        # One hash tag: both keys land on one Redis Cluster slot, as a script needs.
-        keys = [f"{KEY_PREFIX}:budget:{{{key}}}", f"{KEY_PREFIX}:budget:{{{key}}}:total"]
-        wait, used = self._budget(keys=keys, args=[cost, limit, window_ms, consume])
-        return int(wait), int(used)
+    def _run_budget(self, key: str, cost: int, limit: int, window_ms: int,
+                    consume: int) -> tuple[int, int, float]:
+        wait, used, *at = self._budget(keys=_budget_keys(key), args=[cost, limit, window_ms, consume])
+        return int(wait), int(used), float(at[0]) if at else 0.0
 
     def delay_peek(self, key: str, reset_after_ms: int) -> int:
         return int(self._delay_peek(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
@@ -547,6 +571,18 @@ class RedisStorage(Storage):
     def circuit_get(self, key: str) -> tuple[str, int, int]:
         state, failures, ms = self._circuit_get(keys=[f"{KEY_PREFIX}:circuit:{key}"])
         return state.decode(), int(failures), int(ms)
+
+    # -- review fixes: taking back a budget spend that sent nothing ---------------------
+
+    def budget_refund(self, key: str, cost: int, window_ms: int, at: float) -> bool:
+        # The entry as the spend's script wrote it: Lua prints a whole number of ms as such.
+        entry = f"{int(at)}:{cost}"
+        return bool(self._budget_refund(keys=_budget_keys(key), args=[entry, cost]))
+
+
+def _budget_keys(key: str) -> list[str]:
+    # One hash tag: both keys land on one Redis Cluster slot, as a script needs.
+    return [f"{KEY_PREFIX}:budget:{{{key}}}", f"{KEY_PREFIX}:budget:{{{key}}}:total"]
 
 
 def _message_keys(key: str, event_id: str | None) -> list[str]:

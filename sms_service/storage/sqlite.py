@@ -478,15 +478,15 @@ class SqliteStorage(Storage):
     # A budget is a moving window of the rate limit's kind (buckets in window_buckets,
     # under keys of their own), weighted: a bucket holds the units admitted in it.
 
-    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
+    def budget_spend(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int, float]:
         params = _budget_params(key, cost, limit, window_ms)
         # One statement, as window_acquire: a transaction of four cost a fifth of the throughput.
-        admitted, _, _ = self._execute(_BUDGET_SPEND, params)
+        admitted, _, now = self._execute(_BUDGET_SPEND, params)
         if admitted:
-            return 0, int(admitted[0][0])
+            return 0, int(admitted[0][0]), now
         # Refused (the rare path): read the buckets for the wait.
         rows, _, now = self._execute(_WINDOW_BUCKETS, params)
-        return _budget_answer(rows, params, now)
+        return (*_budget_answer(rows, params, now), 0.0)
 
     def budget_peek(self, key: str, cost: int, limit: int, window_ms: int) -> tuple[int, int]:
         params = _budget_params(key, cost, limit, window_ms)
@@ -565,6 +565,14 @@ class SqliteStorage(Storage):
 
     def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
                        reset_after_ms: int) -> tuple[str, str]:
+        if ok:
+            # Every success of a multi-provider route lands here: closed and healthy (nearly
+            # always) is one plain read, no write lock. A failure recorded after this read
+            # came after the success, which is consecutive enough.
+            rows, _, _ = self._execute(_CIRCUIT_READ, {"key": key})
+            if not rows or not (rows[0][0] or rows[0][1]):
+                return "closed", "closed"
+
         def record(conn: sqlite3.Connection, now: float) -> tuple[str, str]:
             row = conn.execute(_CIRCUIT_READ, {"key": key}).fetchone()
             failures, retry_at, lease_until = row or (0, 0.0, 0.0)
@@ -587,13 +595,27 @@ class SqliteStorage(Storage):
         rows, _, now = self._execute(_CIRCUIT_READ, {"key": key})
         if not rows:
             return "closed", 0, 0
-        failures, retry_at, _ = rows[0]
+        failures, retry_at, lease_until = rows[0]
         if not retry_at:
             return "closed", int(failures), 0
-        if retry_at > now:
-            return "open", int(failures), max(1, math.ceil(retry_at - now))
+        wait = max(retry_at, lease_until) - now  # a trial in flight keeps it open, as circuit_admit says
+        if wait > 0:
+            return "open", int(failures), max(1, math.ceil(wait))
         return "half-open", int(failures), 0
 
+    # -- review fixes: taking back a budget spend that sent nothing ---------------------
+
+    def budget_refund(self, key: str, cost: int, window_ms: int, at: float) -> bool:
+        # The spend went into the bucket of its time: one statement takes it back there.
+        params = {**_budget_params(key, cost, 1, window_ms), "at": at}
+        return self._execute(_BUDGET_REFUND, params)[1] == 1
+
+
+# A refund leaves the buckets that have left the window alone (they count nothing).
+_BUDGET_REFUND = f"""
+UPDATE window_buckets SET hits = max(0, hits - :cost)
+WHERE key = :key AND bucket = CAST(:at / :size AS INTEGER) AND bucket >= {_FIRST_BUCKET} AND hits > 0
+"""  # noqa: S608  (no input is formatted in: _FIRST_BUCKET is a constant)
 
 # The rate limit's window weighted by :cost; the RETURNING subquery sees the row just
 # written, so an admitted spend comes back with the window's total after it.
