@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from sms_service import phone
-from sms_service.exceptions import GuardRejection, ProviderError, ReceiverUnsubscribed, StorageUnavailable
+from sms_service.exceptions import ReceiverUnsubscribed, proves_nothing_sent
 from sms_service.failover import Failover, Route
 from sms_service.guards import Guards
 from sms_service.phone import mask_number
@@ -49,7 +49,7 @@ class Dispatcher:
         try:
             route, receipt, elapsed = self.failover.send(message)
         except BaseException as exc:
-            if spend is not None and sent_nothing(exc):
+            if spend is not None and proves_nothing_sent(exc):
                 # No SMS went: an outage must not drain the country's budget. (The delay
                 # stays counted: it answers probing, whatever the provider said.)
                 self.guards.budgets.refund(spend)
@@ -91,19 +91,6 @@ class Dispatcher:
             "numberType": phone.type_of(receiver),
             "provider": route.name,
         }
-
-
-def sent_nothing(exc: BaseException) -> bool:
-    """Tell whether a failed send proves that no SMS went out, so its budget spend is refunded.
-
-    A refusal before any provider's send call (balance, circuit, storage), or a provider
-    failure that proves nothing went (`ProviderError.nothing_sent`: unreachable,
-    credentials, throttling, a rejected message). Never a timeout, a 5xx, an unreadable
-    answer or a plugin's unexpected exception: the SMS may have gone.
-    """
-    if isinstance(exc, GuardRejection | StorageUnavailable):
-        return True
-    return isinstance(exc, ProviderError) and exc.nothing_sent
 
 
 def receipt_fields(receipt: Receipt, local_segments: int) -> dict[str, Any]:
