@@ -406,3 +406,29 @@ def test_the_deliverer_survives_a_surprise_and_a_storage_outage(receiver, caplog
     finally:
         deliverer.stop()
     assert any("deliverer error (ValueError)" in r.getMessage() for r in caplog.records)
+
+
+# -- review fixes ------------------------------------------------------------------------
+
+
+def test_an_orphan_merged_at_the_send_is_delivered_at_once_not_at_the_poll(receiver):
+    app = create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                      "STATUS_WEBHOOK_URL": receiver.url, "STATUS_WEBHOOK_SECRET": SECRET})
+    services = app.extensions["sms_service"]
+    status = services.status
+    # Slow polling: only the wake-up can bring the event within the test's bound.
+    services.webhooks.poll_s = 30.0
+    services.webhooks.start()
+    try:
+        # The callback comes before the send's record: an orphan, no event yet.
+        status.apply(StatusUpdate(sid="CO9", status="delivered", provider_status="delivered"))
+        time.sleep(1.2)  # past the deliverer's first poll
+        started = time.monotonic()
+        answer = {"sid": "CO9", "numSegments": "1", "dateEvent": model.timestamp(), "status": "queued"}
+        status.record_send(answer, "+15558675310", "GSM-7", owner="")
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 5)
+        assert time.monotonic() - started < 3
+    finally:
+        services.webhooks.stop()
+    (got,) = receiver.delivered
+    assert got.event["data"]["sid"] == "CO9" and got.event["data"]["status"] == "delivered"

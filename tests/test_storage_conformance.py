@@ -960,3 +960,16 @@ def test_sqlite_file_of_schema_1_gains_the_circuits_table(tmp_path):
     assert store.circuit_record("p", ok=False, trial=False, threshold=1, reset_after_ms=5000) == ("closed", "open")
     assert store.circuit_admit("p", 1000)[0] == "open"
     store.close()
+
+
+# -- status webhook review fixes ---------------------------------------------------------
+
+
+def test_message_create_tells_whether_it_merged_an_orphan(storage):
+    assert storage.message_create("plain", _sent_record("plain"), 60_000, "evt_plain") is False
+    assert storage.message_create("plain", _sent_record("plain"), 60_000, "evt_again") is False
+    _changed(storage, "early", "delivered", "evt_orphan")
+    assert storage.message_create("early", _sent_record("early"), 60_000, "evt_merged") is True
+    # Without webhooks, too: the caller only learns that a merge happened.
+    _changed(storage, "early2", "delivered", None)
+    assert storage.message_create("early2", _sent_record("early2"), 60_000) is True

@@ -447,9 +447,11 @@ class RedisStorage(Storage):
         return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
 
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
-                       event_id: str | None = None) -> None:
+                       event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
-        self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
+        # The script answers 2 when it merged an orphan in.
+        answer = self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
+        return answer == 2
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:

@@ -399,17 +399,19 @@ class SqliteStorage(Storage):
         return self._execute(_DELETE, {"key": key, "expected": expected})[1] == 1
 
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
-                       event_id: str | None = None) -> None:
+                       event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
         if self._execute(_MESSAGE_INSERT, {"key": key, "value": value, "ttl": ttl_ms})[1] == 1:
-            return
+            return False
 
-        def merge(conn: sqlite3.Connection, now: float) -> None:
+        def merge(conn: sqlite3.Connection, now: float) -> bool:
             row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            merged_orphan = False
             if row is not None:
                 existing = json.loads(row[0])
                 if not existing.get("orphan"):
-                    return
+                    return False
+                merged_orphan = True
                 merged_record = model.merge(json.loads(value), existing)
                 merged = json.dumps(merged_record, separators=(",", ":"))
                 if event_id and events.makes_event(record.get("status"), merged_record):
@@ -417,8 +419,9 @@ class SqliteStorage(Storage):
             else:  # an expired row: replaced
                 merged = value
             conn.execute(_MESSAGE_WRITE, {"key": key, "value": merged, "now": now, "ttl": ttl_ms})
+            return merged_orphan
 
-        self._transaction(merge)
+        return self._transaction(merge)
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
