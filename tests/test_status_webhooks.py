@@ -432,3 +432,13 @@ def test_an_orphan_merged_at_the_send_is_delivered_at_once_not_at_the_poll(recei
         services.webhooks.stop()
     (got,) = receiver.delivered
     assert got.event["data"]["sid"] == "CO9" and got.event["data"]["status"] == "delivered"
+
+
+def test_the_lease_outlasts_an_attempt_and_its_bookkeeping_with_room_to_spare():
+    from sms_service.status import deliverer
+    from sms_service.status.webhooks import ATTEMPT_DEADLINE_S
+    from sms_service.storage import redis, sqlite
+
+    worst_s = ATTEMPT_DEADLINE_S + max(sqlite.BUSY_TIMEOUT_S, redis.REDIS_SOCKET_TIMEOUT)
+    # At least the worst case again: a claimant's attempt never overlaps another's.
+    assert deliverer.LEASE_MS / 1000 >= 2 * worst_s

@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 THREADS = 8
-# A claim hides its event from other workers this long: past the attempt's deadline and
-# the storage calls around it. A worker killed mid-attempt has its events back after it.
-LEASE_MS = 15_000
+# A claim hides its event from other workers this long. It must outlast everything the
+# claimant does under it, or a second worker posts the same event at the same time: the
+# attempt (ATTEMPT_DEADLINE_S, a hard bound since the lookup and every address share it)
+# plus its bookkeeping (the outcome's storage write may wait out SQLite's 3 s busy
+# timeout; Redis gives up after 0.5 s), at most 5 + 3 = 8 s. 20 s leaves 12 s to spare
+# for a stalled process. A worker killed mid-attempt has its events back after it.
+LEASE_MS = 20_000
 DUE_MARGIN_S = 0.02
 # A storage that fails every poll is said once a minute, not once a second.
 COMPLAINT_EVERY_S = 60.0
