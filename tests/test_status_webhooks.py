@@ -442,3 +442,48 @@ def test_the_lease_outlasts_an_attempt_and_its_bookkeeping_with_room_to_spare():
     worst_s = ATTEMPT_DEADLINE_S + max(sqlite.BUSY_TIMEOUT_S, redis.REDIS_SOCKET_TIMEOUT)
     # At least the worst case again: a claimant's attempt never overlaps another's.
     assert deliverer.LEASE_MS / 1000 >= 2 * worst_s
+
+
+def test_a_retry_comes_on_time_even_when_the_deliverer_is_woken_early(receiver):
+    storage = open_storage("memory://")
+    receiver.set_mode("error500")
+    _store_with_event(storage)
+    # A slow poll: only the deliverer's own note of the retry's due time can bring it.
+    deliverer = _deliverer(storage, receiver.url, poll_s=30.0)
+    deliverer.start()
+    try:
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 1, 5)
+        receiver.set_mode("ok")
+        # Early wakes before the retry is due (new events elsewhere, attempts ending)
+        # must not make the deliverer forget it.
+        for _ in range(3):
+            time.sleep(0.2)
+            deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 5)
+    finally:
+        deliverer.stop()
+    first, second = receiver.attempts
+    # 1 s, less at most a tenth; late by no more than the due margin and a busy machine.
+    assert 0.85 <= second.at - first.at < 1.5
+
+
+def test_retries_of_several_events_each_come_when_due(receiver):
+    storage = open_storage("memory://")
+    receiver.set_mode("error500")
+    deliverer = _deliverer(storage, receiver.url, poll_s=30.0)
+    deliverer.start()
+    try:
+        _store_with_event(storage, "SM1")
+        deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 1, 5)
+        time.sleep(0.4)
+        _store_with_event(storage, "SM2")  # its failure schedules a second, later retry
+        deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 2, 5)
+        receiver.set_mode("ok")
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 2, 5)
+    finally:
+        deliverer.stop()
+    firsts = {a.webhook_id: a.at for a in receiver.attempts[:2]}
+    for got in receiver.delivered:
+        assert 0.85 <= got.at - firsts[got.webhook_id] < 1.5
