@@ -973,3 +973,44 @@ def test_message_create_tells_whether_it_merged_an_orphan(storage):
     # Without webhooks, too: the caller only learns that a merge happened.
     _changed(storage, "early2", "delivered", None)
     assert storage.message_create("early2", _sent_record("early2"), 60_000) is True
+
+
+def test_webhook_stats_follow_the_oldest_event_left(storage):
+    for sid in ("a", "b", "c"):
+        storage.message_create(sid, _sent_record(sid), 60_000)
+    _changed(storage, "a", "sent", "evt_a")
+    time.sleep(0.3)
+    _changed(storage, "b", "sent", "evt_b")
+    _changed(storage, "c", "sent", "evt_c")
+    count, age = storage.webhook_stats()
+    assert count == 3 and 250 <= age < 5_000
+    # Retried (claimed, rescheduled) events keep their age; the delivered oldest leaves.
+    for event in storage.webhook_claim(10, 30_000):
+        assert storage.webhook_retry(event.id, event.lease, 60_000)
+    assert storage.webhook_delivered("evt_a")
+    count, age = storage.webhook_stats()
+    assert count == 2 and 0 <= age < 250
+    assert storage.webhook_delivered("evt_b") and storage.webhook_delivered("evt_c")
+    assert storage.webhook_stats() == (0, None)
+
+
+def test_sqlite_file_without_the_outbox_created_index_gains_it_at_open(tmp_path):
+    path = str(tmp_path / "old.db")
+    SqliteStorage(path).close()
+    for version in (1, 2):  # a file of the first release, and one of schema 2 before the index
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP INDEX webhook_outbox_created")
+            conn.execute(f"PRAGMA user_version = {version}")
+        store = SqliteStorage(path)
+        store.message_create(f"m{version}", _sent_record(f"m{version}"), 60_000)
+        _changed(store, f"m{version}", "sent", f"evt_{version}")
+        assert store.webhook_stats()[0] == version
+        store.close()
+        with sqlite3.connect(path) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            plan = " ".join(str(row) for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_backend._OUTBOX_STATS, {"now": 0}))
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "webhook_outbox_created" in names
+        # The stats read the index, never the table with its records.
+        assert "USING COVERING INDEX webhook_outbox_created" in plan and "SCAN webhook_outbox\n" not in plan

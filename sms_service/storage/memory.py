@@ -257,9 +257,12 @@ class MemoryStorage(Storage):
 
     def webhook_stats(self) -> tuple[int, float | None]:
         with self._lock:
-            if not self._outbox:
+            # Events enter in the order they are created and are never put back, so the
+            # first in the dict is the oldest: no walk over the outbox under the lock.
+            oldest = next(iter(self._outbox.values()), None)
+            if oldest is None:
                 return 0, None
-            return len(self._outbox), _now_ms() - min(event["created"] for event in self._outbox.values())
+            return len(self._outbox), _now_ms() - oldest["created"]
 
     # -- circuit breakers of provider failover (SPEC section 13) ------------------------
 
