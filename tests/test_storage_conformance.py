@@ -1014,3 +1014,39 @@ def test_sqlite_file_without_the_outbox_created_index_gains_it_at_open(tmp_path)
         assert "webhook_outbox_created" in names
         # The stats read the index, never the table with its records.
         assert "USING COVERING INDEX webhook_outbox_created" in plan and "SCAN webhook_outbox\n" not in plan
+
+
+def _damage_outbox_row(storage, event_id: str, how: str) -> None:
+    """Make the stored form of one outbox event unreadable, as a disk fault or a hand edit would."""
+    if isinstance(storage, SqliteStorage):
+        column, value = {"record": ("record", "{not json"), "array": ("record", "[1, 2]"),
+                         "created": ("created", "yesterday")}[how]
+        with sqlite3.connect(storage.path) as conn:
+            conn.execute(f"UPDATE webhook_outbox SET {column} = ? WHERE id = ?", (value, event_id))
+    else:
+        from sms_service.storage.redis import OUTBOX_EVENT_PREFIX
+
+        field, value = {"record": ("record", "{not json"), "array": ("record", "[1, 2]"),
+                        "created": ("created", "yesterday")}[how]
+        storage.client.hset(OUTBOX_EVENT_PREFIX + event_id, field, value)
+
+
+@pytest.mark.parametrize("how", ["record", "array", "created"])
+def test_an_unreadable_outbox_event_is_removed_and_never_fails_its_batch(shared_storage_uri, how, caplog):
+    storage = open_storage(shared_storage_uri)
+    try:
+        for sid in ("a", "b", "c"):
+            storage.message_create(sid, _sent_record(sid), 60_000)
+            _changed(storage, sid, "sent", f"evt_{sid}")
+        _damage_outbox_row(storage, "evt_b", how)
+        with caplog.at_level("ERROR", logger="sms_service.storage"):
+            claimed = storage.webhook_claim(10, 30_000)
+        assert sorted(e.id for e in claimed) == ["evt_a", "evt_c"]
+        assert storage.webhook_stats()[0] == 2  # the damaged one is gone, not leased to come back
+        (line,) = [r for r in caplog.records if "unreadable" in r.getMessage()]
+        assert line.webhook_id == "evt_b"
+        for event in claimed:
+            assert storage.webhook_delivered(event.id)
+        assert storage.webhook_stats() == (0, None)
+    finally:
+        storage.close()

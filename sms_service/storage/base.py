@@ -195,7 +195,10 @@ class Storage(abc.ABC):
         """Claim at most `limit` due events, oldest due first, each for `lease_ms`.
 
         Atomic: two claims never get the same event while its lease runs. Nothing due
-        costs one cheap read (every worker polls about once a second).
+        costs one cheap read (every worker polls about once a second). An event whose
+        stored form cannot be read (a damaged row, a hand edit) is logged by id and
+        removed, never returned: it cannot be sent, and it must not fail the events
+        claimed with it on every poll.
         """
 
     @abc.abstractmethod
