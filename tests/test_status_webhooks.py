@@ -487,3 +487,40 @@ def test_retries_of_several_events_each_come_when_due(receiver):
     firsts = {a.webhook_id: a.at for a in receiver.attempts[:2]}
     for got in receiver.delivered:
         assert 0.85 <= got.at - firsts[got.webhook_id] < 1.5
+
+
+def test_an_app_served_outside_the_packaged_settings_starts_its_deliverer_on_the_first_event(receiver, caplog):
+    # create_app alone, as another WSGI server would call it: nothing runs post_worker_init.
+    app = create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                      "STATUS_WEBHOOK_URL": receiver.url, "STATUS_WEBHOOK_SECRET": SECRET})
+    services = app.extensions["sms_service"]
+    status = services.status
+    try:
+        answer = {"sid": "CO5", "numSegments": "1", "dateEvent": model.timestamp(), "status": "queued"}
+        status.record_send(answer, "+15558675310", "GSM-7", owner="")
+        with caplog.at_level(logging.WARNING, logger="sms_service.status.deliverer"):
+            status.apply(StatusUpdate(sid="CO5", status="sent", provider_status="sent"))
+            status.apply(StatusUpdate(sid="CO5", status="delivered", provider_status="delivered"))
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 2, 5)
+    finally:
+        assert services.webhooks.stop() is True
+    starts = [r for r in caplog.records if "started by this process's first event" in r.getMessage()]
+    assert len(starts) == 1  # once, not per event
+    assert sorted(got.event["data"]["status"] for got in receiver.delivered) == ["delivered", "sent"]
+
+
+def test_starting_a_deliverer_twice_in_one_process_runs_one_thread(receiver):
+    import threading
+
+    def running():
+        return {t for t in threading.enumerate() if t.name == "webhook-deliverer" and t.is_alive()}
+
+    before = running()
+    deliverer = _deliverer(open_storage("memory://"), receiver.url)
+    deliverer.start()
+    deliverer.start()
+    deliverer.wake()
+    try:
+        assert running() - before == {deliverer._thread}
+    finally:
+        deliverer.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,18 +64,42 @@ class Deliverer:
         self._complained_at = -COMPLAINT_EVERY_S
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._started_in: int | None = None  # the pid whose threads these are
+        self._start_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread and its pool (in the process that will run them: after a fork)."""
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-attempt")
-        self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
-        self._thread.start()
+        """Start the thread and its pool (in the process that will run them: after a fork).
+
+        Again in the same process, it does nothing.
+        """
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+            self._started_in = os.getpid()
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-attempt")
+            self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
+            self._thread.start()
 
     def wake(self) -> None:
         """Look at the outbox now: this process just enqueued an event."""
+        if self._started_in != os.getpid() and not self._stopping.is_set():
+            self._start_on_first_event()
         self._wake.set()
+
+    def _start_on_first_event(self) -> None:
+        # The packaged serving settings start the deliverer in each worker (and stop it
+        # on SIGTERM). Any other server (another gunicorn config, waitress, flask run)
+        # never would, and events would pile up in the outbox unsaid: the first event of
+        # this process starts it instead, and says so once.
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+        log.warning("status webhook deliverer started by this process's first event: it is not a worker of "
+                    "the packaged serving settings (sms-service serve), so attempts in flight at exit are "
+                    "left to their lease")
+        self.start()
 
     def stop_claiming(self) -> None:
         """Claim nothing more (SIGTERM); attempts in flight go on to their end."""
