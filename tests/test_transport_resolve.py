@@ -181,3 +181,20 @@ def test_a_webhook_attempt_to_silent_addresses_ends_within_its_deadline(silent_a
     attempt = client.attempt("evt_1", {"sid": "SM1", "status": "delivered"})
     assert time.monotonic() - started < 1.0 + MARGIN_S  # was 3 s: the lease could run out
     assert attempt.result == "connection_error"
+
+
+def test_a_webhook_receiver_with_a_dead_first_address_is_reached_on_the_next(silent_addresses, resolver):
+    from support.webhook_receiver import SECRET, WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        port = receiver.server.server_address[1]
+        resolver.answer = [silent_addresses[0], ("127.0.0.1", port)]
+        client = WebhookClient(receiver.url.replace("127.0.0.1", NAME), SECRET, 2, "test")
+        started = time.monotonic()
+        attempt = client.attempt("evt_1", {"sid": "SM1", "status": "delivered"})
+        spent = time.monotonic() - started
+    finally:
+        receiver.stop()
+    # The dead address gets its connect timeout (3.05 s), the live one the time left.
+    assert attempt.result == "delivered" and 3.0 <= spent < webhooks.ATTEMPT_DEADLINE_S
