@@ -7,6 +7,7 @@ that names the variable, so a process never starts half-configured.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import math
 import os
 import re
@@ -309,7 +310,18 @@ def _api_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return keys
 
 
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+def _is_loopback_host(host: str) -> bool:
+    """Tell whether `host` (a URL's hostname) can only be this machine: plain http is fine there.
+
+    ``localhost`` or a loopback IP literal; never a name that merely starts with "127."
+    (``127.attacker.example`` is anyone's host).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
@@ -320,9 +332,9 @@ def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
         return None
     parts = urlsplit(text)
     host = parts.hostname or ""
-    loopback = host in _LOOPBACK_NAMES or host.startswith("127.")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ConfigError(f"{name} must be an https:// URL (http:// only on a loopback host), got {text!r}")
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(host)):
+        # Never the URL itself: a start-up error reaches logs.
+        raise ConfigError(f"{name} must be an https:// URL (http:// only on localhost or a loopback IP)")
     try:
         parts.port  # noqa: B018  (raises on a port that is not a number)
     except ValueError:
@@ -383,10 +395,10 @@ def _webhook_url(env: Mapping[str, str], name: str) -> str | None:
         raise ConfigError(f"{name} must be a plain ASCII URL of at most 2000 characters, with no spaces")
     parts = urlsplit(text)
     host = parts.hostname or ""
-    loopback = host in _LOOPBACK_NAMES or host.startswith("127.")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        # The events carry message status, and the signature does not hide it.
-        raise ConfigError(f"{name} must be an https:// URL (http:// only on a loopback host), got {text!r}")
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(host)):
+        # The events carry message status, and the signature does not hide it. Never the
+        # URL itself in the error: its query may carry the receiver's token.
+        raise ConfigError(f"{name} must be an https:// URL (http:// only on localhost or a loopback IP)")
     try:
         parts.port  # noqa: B018  (raises on a port that is not a number)
     except ValueError:

@@ -9,6 +9,7 @@ sent an SMS, and a POST retried only when its connection was refused.
 
 from __future__ import annotations
 
+import concurrent.futures
 import email.utils
 import heapq
 import ipaddress
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -29,7 +31,14 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    LocationParseError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+)
+from urllib3.util.connection import allowed_gai_family
 from urllib3.util.retry import Retry
 
 from sms_service.exceptions import (
@@ -485,19 +494,19 @@ class _Watched:
     sock: socket.socket | None
     timeout: Any
     host: str
+    port: int
+    _dns_host: str
+    source_address: tuple[str, int] | None
+    socket_options: Any
     is_closed: bool
 
     def _new_conn(self) -> socket.socket:
         call = _WATCHDOG.current()
-        if call is not None:
-            left = call.at - time.monotonic()
-            if left <= 0:
-                raise ConnectTimeoutError(self, f"no time left to connect to {self.host}")
-            # The socket exists only once connected, so the watchdog cannot cut a connect
-            # short; its own timeout must end with the deadline.
-            if not isinstance(self.timeout, int | float) or self.timeout > left:
-                self.timeout = left
-        return super()._new_conn()  # type: ignore[misc]
+        if call is None:  # outside a ProviderHTTP call: urllib3's own connect
+            return super()._new_conn()  # type: ignore[misc]
+        # The socket exists only once connected, so the watchdog cannot cut a lookup or
+        # a connect short: both end with the deadline on their own.
+        return _connect_in_time(self, call.at)  # type: ignore[arg-type]
 
     def connect(self) -> None:
         try:
@@ -507,6 +516,131 @@ class _Watched:
             # urllib3 would call it a read timeout, yet no byte of the request has left.
             raise ConnectTimeoutError(self, f"TLS handshake with {self.host} timed out") from exc
         _WATCHDOG.connected(self)
+
+
+# -- connecting within the deadline -----------------------------------------------------
+#
+# urllib3's create_connection looks the name up with no bound at all, then gives every
+# address it finds the full connect timeout: N silent addresses took N deadlines. Here a
+# new connection looks its name up on a short-lived daemon thread, waited for only until
+# the deadline, and tries the addresses in order, each with the time still left. A call
+# on a pooled keep-alive connection does none of this. Nothing is cached: the resolver
+# (nscd, systemd-resolved, the OS) keeps the TTLs, and a new connection is rare.
+
+# Lookups running at once at most, per process: a resolver that hangs ties up this many
+# threads (each until the system resolver gives up), never one per call.
+MAX_LOOKUPS = 16
+
+
+class _Resolver:
+    """``getaddrinfo`` waited for only until a deadline."""
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._start_afresh()
+        # A forked worker inherits the count of its parent's lookups but not their threads.
+        os.register_at_fork(after_in_child=self._start_afresh)
+
+    def _start_afresh(self) -> None:
+        self._slots = threading.BoundedSemaphore(self._most)
+
+    def lookup(self, host: str, port: int, family: int, timeout: float) -> list[Any]:
+        """The addresses of `host`, as ``socket.getaddrinfo`` gives them, within `timeout` s.
+
+        Raises `TimeoutError` past it (the lookup runs on, its answer unused) and what
+        ``getaddrinfo`` raises.
+        """
+        started = time.monotonic()
+        slots = self._slots
+        if not slots.acquire(timeout=max(0.0, timeout)):
+            raise TimeoutError("every name lookup slot is taken")
+        job: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                job.set_result(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+            except BaseException as exc:  # handed to the caller, who maps it
+                job.set_exception(exc)
+            finally:
+                slots.release()
+
+        try:
+            # A thread per lookup, not a pool: only a new connection to a name gets
+            # here, and a fresh daemon thread survives neither a fork nor exit.
+            threading.Thread(target=run, name="provider-dns", daemon=True).start()
+        except BaseException:
+            slots.release()
+            raise
+        try:
+            return job.result(max(0.0, timeout - (time.monotonic() - started)))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no answer for {host} in time") from None
+
+
+_RESOLVER = _Resolver(MAX_LOOKUPS)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _connect_in_time(conn: HTTPConnection, deadline: float) -> socket.socket:
+    """Open `conn`'s socket before the monotonic `deadline`: urllib3's exceptions, its socket options.
+
+    Raises `ConnectTimeoutError` when the lookup or the connects run past the deadline,
+    `NameResolutionError` when the name has no address, and `NewConnectionError` (from
+    the last address's error: a refusal stays one, for the retry) otherwise.
+    """
+    host = conn._dns_host.strip("[]")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise LocationParseError(f"'{host}', label empty or too long") from None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ConnectTimeoutError(conn, f"no time left to connect to {conn.host}")
+    family = allowed_gai_family()
+    try:
+        if _is_ip_literal(host):  # no lookup to wait for: no thread
+            addresses = socket.getaddrinfo(host, conn.port, family, socket.SOCK_STREAM)
+        else:
+            addresses = _RESOLVER.lookup(host, conn.port, family, left)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError:
+        raise ConnectTimeoutError(conn, f"looking up {conn.host} took past the deadline") from None
+    # urllib3's connect timeout (per address, as urllib3 gives it) within the deadline.
+    per_address = conn.timeout if isinstance(conn.timeout, int | float) else None
+    error: OSError | None = None
+    for af, socktype, proto, _name, address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(af, socktype, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(left if per_address is None else min(per_address, left))
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sys.audit("http.client.connect", conn, conn.host, conn.port)
+        return sock
+    if error is None and addresses:
+        raise ConnectTimeoutError(conn, f"no time left to connect to {conn.host}")
+    if error is None:
+        error = OSError("getaddrinfo returns an empty list")
+    if isinstance(error, TimeoutError) or deadline <= time.monotonic():
+        raise ConnectTimeoutError(conn, f"connection to {conn.host} timed out") from error
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):

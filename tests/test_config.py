@@ -108,3 +108,46 @@ def test_the_default_storage_is_a_file_in_the_state_directory(env, uri):
 def test_api_keys_are_split_and_trimmed():
     keys = load_settings({**BASE, "API_KEYS": " a" * 1 + "x" * 20 + " , " + "y" * 16}).api_keys
     assert keys == ("a" + "x" * 20, "y" * 16)
+
+
+# -- plain http only for this machine: STATUS_WEBHOOK_URL and PUBLIC_BASE_URL ------------
+
+WEBHOOK_KEY = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _url_settings(variable, url):
+    env = {**BASE, variable: url}
+    if variable == "STATUS_WEBHOOK_URL":
+        env["STATUS_WEBHOOK_SECRET"] = WEBHOOK_KEY
+    return load_settings(env)
+
+
+@pytest.mark.parametrize("variable", ["STATUS_WEBHOOK_URL", "PUBLIC_BASE_URL"])
+@pytest.mark.parametrize("url", [
+    "http://localhost:9000/hook", "http://LOCALHOST/hook", "http://127.0.0.1/hook",
+    "http://127.1.2.3:8080/hook", "http://[::1]:8080/hook", "https://hooks.example.com/hook",
+])
+def test_plain_http_is_taken_for_loopback_hosts_only(variable, url):
+    assert _url_settings(variable, url) is not None
+
+
+@pytest.mark.parametrize("variable", ["STATUS_WEBHOOK_URL", "PUBLIC_BASE_URL"])
+@pytest.mark.parametrize("url", [
+    "http://127.attacker.example/hook", "http://127.0.0.1.nip.io/hook", "http://localhost.attacker.example/",
+    "http://128.0.0.1/hook", "http://[::2]/hook", "http://0.0.0.0/hook", "http://10.0.0.1/hook",
+])
+def test_plain_http_to_a_host_that_only_looks_local_is_refused(variable, url):
+    with pytest.raises(ConfigError) as error:
+        _url_settings(variable, url)
+    message = error.value.message
+    assert message.startswith(variable) and "https://" in message and "\n" not in message
+    assert "attacker" not in message and "nip.io" not in message
+
+
+def test_a_refused_webhook_url_is_never_echoed():
+    url = "http://127.attacker.example/hook?token=s3cr3t-t0ken&user=me"
+    with pytest.raises(ConfigError) as error:
+        _url_settings("STATUS_WEBHOOK_URL", url)
+    message = str(error.value)
+    assert message.startswith("STATUS_WEBHOOK_URL")
+    assert "s3cr3t-t0ken" not in message and "127.attacker" not in message

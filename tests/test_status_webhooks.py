@@ -406,3 +406,121 @@ def test_the_deliverer_survives_a_surprise_and_a_storage_outage(receiver, caplog
     finally:
         deliverer.stop()
     assert any("deliverer error (ValueError)" in r.getMessage() for r in caplog.records)
+
+
+# -- review fixes ------------------------------------------------------------------------
+
+
+def test_an_orphan_merged_at_the_send_is_delivered_at_once_not_at_the_poll(receiver):
+    app = create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                      "STATUS_WEBHOOK_URL": receiver.url, "STATUS_WEBHOOK_SECRET": SECRET})
+    services = app.extensions["sms_service"]
+    status = services.status
+    # Slow polling: only the wake-up can bring the event within the test's bound.
+    services.webhooks.poll_s = 30.0
+    services.webhooks.start()
+    try:
+        # The callback comes before the send's record: an orphan, no event yet.
+        status.apply(StatusUpdate(sid="CO9", status="delivered", provider_status="delivered"))
+        time.sleep(1.2)  # past the deliverer's first poll
+        started = time.monotonic()
+        answer = {"sid": "CO9", "numSegments": "1", "dateEvent": model.timestamp(), "status": "queued"}
+        status.record_send(answer, "+15558675310", "GSM-7", owner="")
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 5)
+        assert time.monotonic() - started < 3
+    finally:
+        services.webhooks.stop()
+    (got,) = receiver.delivered
+    assert got.event["data"]["sid"] == "CO9" and got.event["data"]["status"] == "delivered"
+
+
+def test_the_lease_outlasts_an_attempt_and_its_bookkeeping_with_room_to_spare():
+    from sms_service.status import deliverer
+    from sms_service.status.webhooks import ATTEMPT_DEADLINE_S
+    from sms_service.storage import redis, sqlite
+
+    worst_s = ATTEMPT_DEADLINE_S + max(sqlite.BUSY_TIMEOUT_S, redis.REDIS_SOCKET_TIMEOUT)
+    # At least the worst case again: a claimant's attempt never overlaps another's.
+    assert deliverer.LEASE_MS / 1000 >= 2 * worst_s
+
+
+def test_a_retry_comes_on_time_even_when_the_deliverer_is_woken_early(receiver):
+    storage = open_storage("memory://")
+    receiver.set_mode("error500")
+    _store_with_event(storage)
+    # A slow poll: only the deliverer's own note of the retry's due time can bring it.
+    deliverer = _deliverer(storage, receiver.url, poll_s=30.0)
+    deliverer.start()
+    try:
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 1, 5)
+        receiver.set_mode("ok")
+        # Early wakes before the retry is due (new events elsewhere, attempts ending)
+        # must not make the deliverer forget it.
+        for _ in range(3):
+            time.sleep(0.2)
+            deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 1, 5)
+    finally:
+        deliverer.stop()
+    first, second = receiver.attempts
+    # 1 s, less at most a tenth; late by no more than the due margin and a busy machine.
+    assert 0.85 <= second.at - first.at < 1.5
+
+
+def test_retries_of_several_events_each_come_when_due(receiver):
+    storage = open_storage("memory://")
+    receiver.set_mode("error500")
+    deliverer = _deliverer(storage, receiver.url, poll_s=30.0)
+    deliverer.start()
+    try:
+        _store_with_event(storage, "SM1")
+        deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 1, 5)
+        time.sleep(0.4)
+        _store_with_event(storage, "SM2")  # its failure schedules a second, later retry
+        deliverer.wake()
+        assert receiver.wait_for(lambda: len(receiver.attempts) == 2, 5)
+        receiver.set_mode("ok")
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 2, 5)
+    finally:
+        deliverer.stop()
+    firsts = {a.webhook_id: a.at for a in receiver.attempts[:2]}
+    for got in receiver.delivered:
+        assert 0.85 <= got.at - firsts[got.webhook_id] < 1.5
+
+
+def test_an_app_served_outside_the_packaged_settings_starts_its_deliverer_on_the_first_event(receiver, caplog):
+    # create_app alone, as another WSGI server would call it: nothing runs post_worker_init.
+    app = create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": "memory://",
+                      "STATUS_WEBHOOK_URL": receiver.url, "STATUS_WEBHOOK_SECRET": SECRET})
+    services = app.extensions["sms_service"]
+    status = services.status
+    try:
+        answer = {"sid": "CO5", "numSegments": "1", "dateEvent": model.timestamp(), "status": "queued"}
+        status.record_send(answer, "+15558675310", "GSM-7", owner="")
+        with caplog.at_level(logging.WARNING, logger="sms_service.status.deliverer"):
+            status.apply(StatusUpdate(sid="CO5", status="sent", provider_status="sent"))
+            status.apply(StatusUpdate(sid="CO5", status="delivered", provider_status="delivered"))
+        assert receiver.wait_for(lambda: len(receiver.delivered) == 2, 5)
+    finally:
+        assert services.webhooks.stop() is True
+    starts = [r for r in caplog.records if "started by this process's first event" in r.getMessage()]
+    assert len(starts) == 1  # once, not per event
+    assert sorted(got.event["data"]["status"] for got in receiver.delivered) == ["delivered", "sent"]
+
+
+def test_starting_a_deliverer_twice_in_one_process_runs_one_thread(receiver):
+    import threading
+
+    def running():
+        return {t for t in threading.enumerate() if t.name == "webhook-deliverer" and t.is_alive()}
+
+    before = running()
+    deliverer = _deliverer(open_storage("memory://"), receiver.url)
+    deliverer.start()
+    deliverer.start()
+    deliverer.wake()
+    try:
+        assert running() - before == {deliverer._thread}
+    finally:
+        deliverer.stop()

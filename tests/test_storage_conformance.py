@@ -1038,3 +1038,93 @@ def test_a_success_clears_whatever_failures_were_recorded_before_it(storage):
     assert storage.circuit_get("p")[0] == "open"
     assert storage.circuit_record("p", ok=True, trial=False, threshold=2, reset_after_ms=5000) == ("open", "closed")
     assert storage.circuit_get("p") == ("closed", 0, 0)
+
+
+# -- status webhook review fixes ---------------------------------------------------------
+
+
+def test_message_create_tells_whether_it_merged_an_orphan(storage):
+    assert storage.message_create("plain", _sent_record("plain"), 60_000, "evt_plain") is False
+    assert storage.message_create("plain", _sent_record("plain"), 60_000, "evt_again") is False
+    _changed(storage, "early", "delivered", "evt_orphan")
+    assert storage.message_create("early", _sent_record("early"), 60_000, "evt_merged") is True
+    # Without webhooks, too: the caller only learns that a merge happened.
+    _changed(storage, "early2", "delivered", None)
+    assert storage.message_create("early2", _sent_record("early2"), 60_000) is True
+
+
+def test_webhook_stats_follow_the_oldest_event_left(storage):
+    for sid in ("a", "b", "c"):
+        storage.message_create(sid, _sent_record(sid), 60_000)
+    _changed(storage, "a", "sent", "evt_a")
+    time.sleep(0.3)
+    _changed(storage, "b", "sent", "evt_b")
+    _changed(storage, "c", "sent", "evt_c")
+    count, age = storage.webhook_stats()
+    assert count == 3 and 250 <= age < 5_000
+    # Retried (claimed, rescheduled) events keep their age; the delivered oldest leaves.
+    for event in storage.webhook_claim(10, 30_000):
+        assert storage.webhook_retry(event.id, event.lease, 60_000)
+    assert storage.webhook_delivered("evt_a")
+    count, age = storage.webhook_stats()
+    assert count == 2 and 0 <= age < 250
+    assert storage.webhook_delivered("evt_b") and storage.webhook_delivered("evt_c")
+    assert storage.webhook_stats() == (0, None)
+
+
+def test_sqlite_file_without_the_outbox_created_index_gains_it_at_open(tmp_path):
+    path = str(tmp_path / "old.db")
+    SqliteStorage(path).close()
+    for version in (1, 2):  # a file of the first release, and one of schema 2 before the index
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP INDEX webhook_outbox_created")
+            conn.execute(f"PRAGMA user_version = {version}")
+        store = SqliteStorage(path)
+        store.message_create(f"m{version}", _sent_record(f"m{version}"), 60_000)
+        _changed(store, f"m{version}", "sent", f"evt_{version}")
+        assert store.webhook_stats()[0] == version
+        store.close()
+        with sqlite3.connect(path) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            plan = " ".join(str(row) for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_backend._OUTBOX_STATS, {"now": 0}))
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "webhook_outbox_created" in names
+        # The stats read the index, never the table with its records.
+        assert "USING COVERING INDEX webhook_outbox_created" in plan and "SCAN webhook_outbox\n" not in plan
+
+
+def _damage_outbox_row(storage, event_id: str, how: str) -> None:
+    """Make the stored form of one outbox event unreadable, as a disk fault or a hand edit would."""
+    if isinstance(storage, SqliteStorage):
+        column, value = {"record": ("record", "{not json"), "array": ("record", "[1, 2]"),
+                         "created": ("created", "yesterday")}[how]
+        with sqlite3.connect(storage.path) as conn:
+            conn.execute(f"UPDATE webhook_outbox SET {column} = ? WHERE id = ?", (value, event_id))
+    else:
+        from sms_service.storage.redis import OUTBOX_EVENT_PREFIX
+
+        field, value = {"record": ("record", "{not json"), "array": ("record", "[1, 2]"),
+                        "created": ("created", "yesterday")}[how]
+        storage.client.hset(OUTBOX_EVENT_PREFIX + event_id, field, value)
+
+
+@pytest.mark.parametrize("how", ["record", "array", "created"])
+def test_an_unreadable_outbox_event_is_removed_and_never_fails_its_batch(shared_storage_uri, how, caplog):
+    storage = open_storage(shared_storage_uri)
+    try:
+        for sid in ("a", "b", "c"):
+            storage.message_create(sid, _sent_record(sid), 60_000)
+            _changed(storage, sid, "sent", f"evt_{sid}")
+        _damage_outbox_row(storage, "evt_b", how)
+        with caplog.at_level("ERROR", logger="sms_service.storage"):
+            claimed = storage.webhook_claim(10, 30_000)
+        assert sorted(e.id for e in claimed) == ["evt_a", "evt_c"]
+        assert storage.webhook_stats()[0] == 2  # the damaged one is gone, not leased to come back
+        (line,) = [r for r in caplog.records if "unreadable" in r.getMessage()]
+        assert line.webhook_id == "evt_b"
+        for event in claimed:
+            assert storage.webhook_delivered(event.id)
+        assert storage.webhook_stats() == (0, None)
+    finally:
+        storage.close()

@@ -9,7 +9,9 @@ other workers and replicas and for retries. Nothing of it runs on a request's th
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +27,17 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 THREADS = 8
-# A claim hides its event from other workers this long: past the attempt's deadline and
-# the storage calls around it. A worker killed mid-attempt has its events back after it.
-LEASE_MS = 15_000
+# A claim hides its event from other workers this long. It must outlast everything the
+# claimant does under it, or a second worker posts the same event at the same time: the
+# attempt (ATTEMPT_DEADLINE_S, a hard bound since the lookup and every address share it)
+# plus its bookkeeping (the outcome's storage write may wait out SQLite's 3 s busy
+# timeout; Redis gives up after 0.5 s), at most 5 + 3 = 8 s. 20 s leaves 12 s to spare
+# for a stalled process. A worker killed mid-attempt has its events back after it.
+LEASE_MS = 20_000
 DUE_MARGIN_S = 0.02
+# The outbox gauges are refreshed this often (the check-up reads afresh): a count of the
+# outbox is not free, and every worker runs one.
+STATS_EVERY_S = 10.0
 # A storage that fails every poll is said once a minute, not once a second.
 COMPLAINT_EVERY_S = 60.0
 
@@ -48,22 +57,49 @@ class Deliverer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._next_local_due = float("inf")  # when a retry this worker scheduled comes due
+        # When the retries this worker scheduled come due (monotonic s), soonest first. An
+        # entry leaves only once a claim has been made after it came due: an early wake
+        # (a new event, an attempt's end) never makes a retry wait for the poll.
+        self._local_due: list[float] = []
         self._complained_at = -COMPLAINT_EVERY_S
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._started_in: int | None = None  # the pid whose threads these are
+        self._start_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread and its pool (in the process that will run them: after a fork)."""
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-attempt")
-        self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
-        self._thread.start()
+        """Start the thread and its pool (in the process that will run them: after a fork).
+
+        Again in the same process, it does nothing.
+        """
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+            self._started_in = os.getpid()
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-attempt")
+            self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
+            self._thread.start()
 
     def wake(self) -> None:
         """Look at the outbox now: this process just enqueued an event."""
+        if self._started_in != os.getpid() and not self._stopping.is_set():
+            self._start_on_first_event()
         self._wake.set()
+
+    def _start_on_first_event(self) -> None:
+        # The packaged serving settings start the deliverer in each worker (and stop it
+        # on SIGTERM). Any other server (another gunicorn config, waitress, flask run)
+        # never would, and events would pile up in the outbox unsaid: the first event of
+        # this process starts it instead, and says so once.
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+        log.warning("status webhook deliverer started by this process's first event: it is not a worker of "
+                    "the packaged serving settings (sms-service serve), so attempts in flight at exit are "
+                    "left to their lease")
+        self.start()
 
     def stop_claiming(self) -> None:
         """Claim nothing more (SIGTERM); attempts in flight go on to their end."""
@@ -98,35 +134,46 @@ class Deliverer:
         next_stats = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
+            claim_at = time.monotonic()
+            claimed = True
             try:
-                self._claim_and_start()
+                claimed = self._claim_and_start()
                 now = time.monotonic()
-                if now >= next_stats:  # the gauges cost one read a second, never a request's time
-                    next_stats = now + POLL_S
+                if now >= next_stats:  # the gauges cost one read now and then, never a request's time
+                    next_stats = now + STATS_EVERY_S
                     self._refresh_gauges()
             except Exception as exc:
-                # The thread must outlive any surprise (an unreadable row, say): a dead
-                # deliverer would leave this worker's share of the outbox to the others.
+                # The thread must outlive any surprise: a dead deliverer would leave this
+                # worker's share of the outbox to the others.
                 self._complain(f"status webhook deliverer error ({type(exc).__name__}); it goes on")
-                now = time.monotonic()
-            with self._lock:
-                # A retry this worker scheduled is looked for when due (a little after: the
-                # storage's clock may be Redis's), not at the next poll, so 1 s stays 1 s.
-                wait = min(self.poll_s, max(0.0, self._next_local_due + DUE_MARGIN_S - now))
-                if self._next_local_due + DUE_MARGIN_S <= now + wait:
-                    self._next_local_due = float("inf")
-            self._wake.wait(wait)
+            self._wake.wait(self._wait_s(claim_at, claimed))
 
-    def _claim_and_start(self) -> None:
+    def _wait_s(self, claim_at: float, claimed: bool) -> float:
+        """How long to sleep (unless woken) after a claim made at `claim_at`, or skipped."""
+        with self._lock:
+            due = self._local_due
+            if not claimed:
+                # Every thread is busy: the next to end wakes the loop, due retries or not.
+                return self.poll_s
+            # A retry is looked for when due (a little after: the storage's clock may be
+            # Redis's), not at the next poll, so 1 s stays 1 s.
+            while due and due[0] + DUE_MARGIN_S <= claim_at:
+                heapq.heappop(due)  # due before this claim: the claim looked for it
+            if not due:
+                return self.poll_s
+            return min(self.poll_s, max(0.0, due[0] + DUE_MARGIN_S - time.monotonic()))
+
+    def _claim_and_start(self) -> bool:
+        """Claim as many due events as there are free threads and start them; False when none is free."""
         with self._lock:
             free = self.threads - self._in_flight
         if free <= 0 or self._pool is None:
-            return
+            return False
         try:
             claimed = self.storage.guarded(lambda: self.storage.webhook_claim(free, self.lease_ms))
         except StorageUnavailable:
             self._complain("status webhook outbox unreadable; delivery waits for the storage")
-            return
+            return True
         for event in claimed:
             with self._lock:
                 self._in_flight += 1
@@ -135,6 +182,7 @@ class Deliverer:
                 self._pool.submit(self._deliver, event).add_done_callback(self._done)
             except RuntimeError:  # the pool is shutting down: the lease brings the event back
                 self._done(None)
+        return True
 
     def _refresh_gauges(self) -> None:
         try:
@@ -187,7 +235,7 @@ class Deliverer:
             return
         if self.storage.guarded(lambda: self.storage.webhook_retry(event.id, event.lease, delay_ms)):
             with self._lock:
-                self._next_local_due = min(self._next_local_due, time.monotonic() + delay_ms / 1000)
+                heapq.heappush(self._local_due, time.monotonic() + delay_ms / 1000)
             log.info("status webhook attempt failed; will retry", extra={**fields, "retry_in_ms": delay_ms})
 
 

@@ -81,10 +81,15 @@ class StatusService:
         event_id = events.new_event_id() if self.webhooks is not None else None
         try:
             key = self._key(answer["sid"])
-            self.storage.guarded(lambda: self.storage.message_create(key, record, self.ttl_ms, event_id))
+            merged = self.storage.guarded(
+                lambda: self.storage.message_create(key, record, self.ttl_ms, event_id))
         except StorageUnavailable:
             log.error("could not store the message record; its status will show only once a callback comes",
                       extra={"sid": answer["sid"], "provider": self.provider_name})
+            return
+        if merged and event_id is not None:
+            # The merge may have enqueued an event: deliver it now, not at the next poll.
+            self.webhooks.wake()
 
     # -- callbacks -----------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from sms_service.status.service import public_view
 EVENT_TYPE = "message.status"
 # Per attempt, the whole exchange: connect, send, status line, headers and body.
 ATTEMPT_DEADLINE_S = 5.0
+# Per address the receiver's name resolves to, within the deadline: a dead first address
+# leaves the next about 2 s (one TCP SYN retransmission fits in 3 s).
+CONNECT_TIMEOUT_S = 3.05
 # Waits after the 1st, 2nd, ... failed attempt; then every RETRY_EVERY_S.
 RETRY_SCHEDULE_S = (1, 5, 30, 120, 600, 1800)
 RETRY_EVERY_S = 3600
@@ -67,7 +70,7 @@ class WebhookClient:
         # redirect followed (a 3xx is a failed attempt: the signature is for our URL alone),
         # and only a refused connection tried again.
         self.http = ProviderHTTP(
-            RECEIVER_NAME, timeout=ATTEMPT_DEADLINE_S, connect_timeout=ATTEMPT_DEADLINE_S,
+            RECEIVER_NAME, timeout=ATTEMPT_DEADLINE_S, connect_timeout=CONNECT_TIMEOUT_S,
             pool_size=pool_size, max_answer_bytes=64 << 10,
             headers={"Content-Type": "application/json", "User-Agent": user_agent})
 

@@ -85,7 +85,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
-                       event_id: str | None = None) -> None:
+                       event_id: str | None = None) -> bool:
         """Store the record of an accepted send under `key` for `ttl_ms`.
 
         An orphan already there (callbacks that came first) is merged in: its history
@@ -94,6 +94,8 @@ class Storage(abc.ABC):
 
         With `event_id`, a merge that moves the status past the record's own also puts
         one webhook event in the outbox, in the same atomic step (see `webhook_claim`).
+        Returns whether an orphan was merged in (so an event may have been enqueued: the
+        caller wakes the deliverer rather than leave the event to its next poll).
         """
 
     @abc.abstractmethod
@@ -194,7 +196,10 @@ class Storage(abc.ABC):
         """Claim at most `limit` due events, oldest due first, each for `lease_ms`.
 
         Atomic: two claims never get the same event while its lease runs. Nothing due
-        costs one cheap read (every worker polls about once a second).
+        costs one cheap read (every worker polls about once a second). An event whose
+        stored form cannot be read (a damaged row, a hand edit) is logged by id and
+        removed, never returned: it cannot be sent, and it must not fail the events
+        claimed with it on every poll.
         """
 
     @abc.abstractmethod

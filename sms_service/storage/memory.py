@@ -113,7 +113,7 @@ class MemoryStorage(Storage):
         return record if expires > now else None
 
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
-                       event_id: str | None = None) -> None:
+                       event_id: str | None = None) -> bool:
         record = copy.deepcopy(record)
         own_status = record.get("status")
         with self._lock:
@@ -121,12 +121,13 @@ class MemoryStorage(Storage):
             self._sweep(now)
             existing = self._live_message(key, now)
             if existing is not None and not existing.get("orphan"):
-                return
+                return False
             if existing is not None:
                 model.merge(record, existing)
                 if event_id and events.makes_event(own_status, record):
                     self._enqueue(event_id, key, record, now)
             self._messages[key] = (now + ttl_ms, record)
+            return existing is not None
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
@@ -257,9 +258,12 @@ class MemoryStorage(Storage):
 
     def webhook_stats(self) -> tuple[int, float | None]:
         with self._lock:
-            if not self._outbox:
+            # Events enter in the order they are created and are never put back, so the
+            # first in the dict is the oldest: no walk over the outbox under the lock.
+            oldest = next(iter(self._outbox.values()), None)
+            if oldest is None:
                 return 0, None
-            return len(self._outbox), _now_ms() - min(event["created"] for event in self._outbox.values())
+            return len(self._outbox), _now_ms() - oldest["created"]
 
     # -- circuit breakers of provider failover (SPEC section 13) ------------------------
 

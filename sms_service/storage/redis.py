@@ -7,6 +7,7 @@ so replicas with skewed clocks still agree.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,8 @@ from redis.retry import Retry
 
 from sms_service.status import events, model
 from sms_service.storage.base import KEY_PREFIX, OutboxEvent, Storage
+
+log = logging.getLogger(__name__)
 
 SUPPRESSIONS_KEY = f"{KEY_PREFIX}:suppressions"
 # The status webhook outbox: event ids by due time and by creation, and one hash per event.
@@ -285,7 +288,11 @@ for i, id in ipairs(ids) do
     local lease = ARGV[3] .. ':' .. i
     redis.call('HSET', hash, 'lease', lease)
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    claimed[#claimed + 1] = {id, fields[1], fields[2], fields[3], tostring(now - tonumber(fields[4])), lease}
+    -- A damaged 'created' gives an empty age: the caller removes the event (never a Lua
+    -- error, which would fail every event of the batch, every poll).
+    local created = tonumber(fields[4])
+    local age = created and tostring(now - created) or ''
+    claimed[#claimed + 1] = {id, fields[1], fields[2], fields[3], age, lease}
   end
 end
 return claimed
@@ -304,6 +311,16 @@ end
 redis.call('HSET', KEYS[2], 'lease', '')
 redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+_OUTBOX_DROP_SCRIPT = """
+if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
 return 1
 """
 
@@ -446,6 +463,7 @@ class RedisStorage(Storage):
         self._budget = register(_BUDGET_SCRIPT)
         self._delay_peek = register(_DELAY_PEEK_SCRIPT)
         self._outbox_claim = register(_OUTBOX_CLAIM_SCRIPT)
+        self._outbox_drop = register(_OUTBOX_DROP_SCRIPT)
         self._outbox_delivered = register(_OUTBOX_DELIVERED_SCRIPT)
         self._outbox_retry = register(_OUTBOX_RETRY_SCRIPT)
         self._outbox_exhausted = register(_OUTBOX_EXHAUSTED_SCRIPT)
@@ -472,9 +490,11 @@ class RedisStorage(Storage):
         return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
 
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
-                       event_id: str | None = None) -> None:
+                       event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
-        self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
+        # The script answers 2 when it merged an orphan in.
+        answer = self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
+        return answer == 2
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
@@ -533,9 +553,19 @@ class RedisStorage(Storage):
 
     def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
         rows = self._outbox_claim(keys=[OUTBOX_DUE_KEY], args=[limit, lease_ms, os.urandom(12).hex()])
-        return [OutboxEvent(event_id.decode(), key.decode().removeprefix(f"{KEY_PREFIX}:message:"),
-                            _decoded(record), int(attempts), float(age), lease.decode())
-                for event_id, key, record, attempts, age, lease in rows]
+        claimed = []
+        for event_id, key, record, attempts, age, lease in rows:
+            try:
+                message_key = key.decode().removeprefix(f"{KEY_PREFIX}:message:")
+                claimed.append(OutboxEvent(event_id.decode(), message_key, _decoded(record), int(attempts),
+                                           float(age), lease.decode()))
+            except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+                # Removed under our own lease (the raw id: it may not even be UTF-8).
+                self._outbox_drop(keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY,
+                                        OUTBOX_EVENT_PREFIX.encode() + event_id], args=[event_id, lease])
+                log.error("status webhook event unreadable: removed from the outbox",
+                          extra={"webhook_id": event_id.decode("utf-8", "replace")[:100]})
+        return claimed
 
     def webhook_delivered(self, event_id: str) -> bool:
         return bool(self._outbox_delivered(
