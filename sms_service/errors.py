@@ -39,6 +39,7 @@ from sms_service.exceptions import (
     SmsServiceError,
     StorageUnavailable,
 )
+from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,13 @@ def handle_service_error(exc: SmsServiceError) -> Response:
         # An estimate's answer is no failed send: it called no provider's send.
         if request.path == "/estimate":
             pass
-        elif isinstance(exc, ProviderAuthError):
-            log.error("provider refused our credentials", extra=_provider_fields(exc))
         else:
-            log.warning("provider did not accept the message", extra=_provider_fields(exc))
+            if exc.provider:  # the access line of a failed send names who failed, as a sent one does
+                request.environ[SEND_LOG_FIELDS] = {"provider": exc.provider}
+            if isinstance(exc, ProviderAuthError):
+                log.error("provider refused our credentials", extra=_provider_fields(exc))
+            else:
+                log.warning("provider did not accept the message", extra=_provider_fields(exc))
     elif status >= 500:
         log.error(exc.message)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}

@@ -467,6 +467,20 @@ def test_the_log_line_of_a_failed_send_names_the_provider_that_failed(caplog):
     assert TWILIO["TWILIO_AUTH_TOKEN"] not in caplog.text and KALEYRA["KALEYRA_API_KEY"] not in caplog.text
 
 
+def test_the_access_line_of_a_failed_send_names_the_provider_that_failed():
+    from flask import request
+
+    from sms_service.logs import SEND_LOG_FIELDS
+
+    app = failover_app(TWILIO_EMPTY_BALANCE_CHECK="false")
+    with app.test_client() as client, responses.RequestsMock() as mock:
+        mock.post(TWILIO_SEND, status=401, json={"code": 20003, "message": "Authenticate"})
+        mock.post(KALEYRA_SEND, status=503, json={"message": "down"})
+        answer = client.post("/send", json={"sender": "ACME", "receiver": receiver(), "body": "hi"})
+        assert answer.status_code == 502
+        assert request.environ[SEND_LOG_FIELDS] == {"provider": "kaleyra"}
+
+
 # -- POST /estimate names the provider a send would go to --------------------------------
 
 
