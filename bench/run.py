@@ -537,32 +537,27 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
         mem.append(memory(svc, "after load"))
         svc.stop()
 
+    def on_and_off(scenario: str, env: dict[str, str], on: tuple[str, str], off: tuple[str, str]) -> None:
+        # The same service with and without `env`, one after the other, at 100 and 0 ms:
+        # `on` and `off` are (run key suffix, label) of each.
+        for latency in (100, 0):
+            provider = providers[latency]
+            for (key, label), extra_env in ((off, {}), (on, env)):
+                svc = start(f"s{scenario}-{latency}ms-{key}", provider, extra_env=extra_env)
+                runs[f"s{scenario}_{latency}ms_{key}"] = wrk.measure(
+                    f"service, {latency} ms, {label}", svc.url + "/send", 64, instance=svc, provider=provider)
+                svc.stop()
+
     if "6" in selected:
         print("scenario 6: segment budgets on vs off, provider latency 100 ms and 0 ms, 64 connections",
               flush=True)
-        for latency in (100, 0):
-            provider = providers[latency]
-            for budgets in (False, True):
-                name = f"s6-{latency}ms-{'budgets' if budgets else 'no-budgets'}"
-                env = {"SEGMENT_BUDGETS": BUDGETS_OUT_OF_THE_WAY} if budgets else {}
-                svc = start(name, provider, extra_env=env)
-                runs[f"s6_{latency}ms_{'budgets' if budgets else 'off'}"] = wrk.measure(
-                    f"service, {latency} ms, budgets {'on' if budgets else 'off'}", svc.url + "/send", 64,
-                    instance=svc, provider=provider)
-                svc.stop()
+        on_and_off("6", {"SEGMENT_BUDGETS": BUDGETS_OUT_OF_THE_WAY}, ("budgets", "budgets on"),
+                   ("off", "budgets off"))
 
     if "7" in selected:
-        print("scenario 7: failover configured (primary healthy) vs one provider, 0 and 100 ms, 64 conns",
+        print("scenario 7: failover configured (primary healthy) vs one provider, 100 and 0 ms, 64 conns",
               flush=True)
-        for latency in (0, 100):
-            provider = providers[latency]
-            for failover in (False, True):
-                name = f"s7-{latency}ms-{'failover' if failover else 'one-provider'}"
-                svc = start(name, provider, extra_env=FAILOVER_SECONDARY if failover else {})
-                runs[f"s7_{latency}ms_{'failover' if failover else 'one'}"] = wrk.measure(
-                    f"service, {latency} ms, {'twilio,kaleyra' if failover else 'twilio'}", svc.url + "/send",
-                    64, instance=svc, provider=provider)
-                svc.stop()
+        on_and_off("7", FAILOVER_SECONDARY, ("failover", "twilio,kaleyra"), ("one", "twilio"))
 
     return {"runs": runs, "memory": mem, "instances": instances}
 
@@ -641,20 +636,18 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{worst['max_mb']:.1f} MB ({worst['instance']})", "-", worst["max_mb"],
                 f"{worst['max_mb']:.1f} MB", TARGETS["rss_mb"], f"<= {TARGETS['rss_mb']:g} MB",
                 higher=False)
-    for latency, target in ((100, TARGETS["s6_ratio"]), (0, None)):
-        key, base = f"s6_{latency}ms_budgets", f"s6_{latency}ms_off"
-        if key in runs and base in runs:
-            value = ratio(key, base)
-            row("6", f"budgets on (nothing refused) vs off: provider {latency} ms, 64 conns, zero config",
-                rps(key), f"{rps(base)} (budgets off)", value, f"{value:.2f}" if value is not None else "-",
-                target, f">= {target:.2f}" if target else "-")
-    for latency, target in ((100, TARGETS["s7_ratio"]), (0, None)):
-        key, base = f"s7_{latency}ms_failover", f"s7_{latency}ms_one"
-        if key in runs and base in runs:
-            value = ratio(key, base)
-            row("7", f"failover on, primary healthy, vs one provider: provider {latency} ms, 64 conns",
-                rps(key), f"{rps(base)} (one provider)", value, f"{value:.2f}" if value is not None else "-",
-                target, f">= {target:.2f}" if target else "-")
+    on_and_off = (
+        ("6", "budgets", "off", "budgets on (nothing refused) vs off", ", zero config", "budgets off"),
+        ("7", "failover", "one", "failover on, primary healthy, vs one provider", "", "one provider"),
+    )
+    for scenario, on, off, what, config, baseline in on_and_off:
+        for latency, target in ((100, TARGETS[f"s{scenario}_ratio"]), (0, None)):
+            key, base = f"s{scenario}_{latency}ms_{on}", f"s{scenario}_{latency}ms_{off}"
+            if key in runs and base in runs:
+                value = ratio(key, base)
+                row(scenario, f"{what}: provider {latency} ms, 64 conns{config}", rps(key),
+                    f"{rps(base)} ({baseline})", value, f"{value:.2f}" if value is not None else "-",
+                    target, f">= {target:.2f}" if target else "-")
     if "provider_capacity_0ms_64c" in runs and "s3_service" in runs:
         value = ratio("provider_capacity_0ms_64c", "s3_service")
         row("-", "bench check: fake provider capacity / service req/s at 0 ms",
