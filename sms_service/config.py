@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
@@ -324,21 +324,30 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
+def _https_url(name: str, text: str) -> tuple[SplitResult, str]:
+    """Split `text`, an https URL (http only on a loopback host) with a numeric port if any.
+
+    The error never quotes the URL: a start-up error reaches logs, and a query may carry
+    a token. Returns the parts and the host.
+    """
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(host)):
+        raise ConfigError(f"{name} must be an https:// URL (http:// only on localhost or a loopback IP)")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    return parts, host
+
+
 def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
     # Providers sign (and Kaleyra's token rides in) the URL built from this value, never
     # from Host or X-Forwarded-* headers, which a caller can set to anything.
     text = _raw(env, name, "")
     if not text:
         return None
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(host)):
-        # Never the URL itself: a start-up error reaches logs.
-        raise ConfigError(f"{name} must be an https:// URL (http:// only on localhost or a loopback IP)")
-    try:
-        parts.port  # noqa: B018  (raises on a port that is not a number)
-    except ValueError:
-        raise ConfigError(f"{name} has a port that is not a number") from None
+    parts, host = _https_url(name, text)
     if not host or parts.username or parts.password or "?" in text or "#" in text:
         raise ConfigError(f"{name} must be scheme://host[:port][/path], no credentials, query or fragment")
     if len(text) > 2000:  # Twilio takes callback URLs of at most 4,000 characters, query included
@@ -393,16 +402,7 @@ def _webhook_url(env: Mapping[str, str], name: str) -> str | None:
         return None
     if len(text) > 2000 or not text.isascii() or any(c.isspace() or not c.isprintable() for c in text):
         raise ConfigError(f"{name} must be a plain ASCII URL of at most 2000 characters, with no spaces")
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(host)):
-        # The events carry message status, and the signature does not hide it. Never the
-        # URL itself in the error: its query may carry the receiver's token.
-        raise ConfigError(f"{name} must be an https:// URL (http:// only on localhost or a loopback IP)")
-    try:
-        parts.port  # noqa: B018  (raises on a port that is not a number)
-    except ValueError:
-        raise ConfigError(f"{name} has a port that is not a number") from None
+    parts, host = _https_url(name, text)
     if not host or parts.username or parts.password or "#" in text:
         # Credentials in the URL would reach logs; the signature authenticates instead.
         raise ConfigError(f"{name} must be scheme://host[:port][/path][?query], no credentials or fragment")
