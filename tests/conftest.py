@@ -59,6 +59,20 @@ def _no_network_beyond_loopback():
 
 
 @pytest.fixture
+def connects(monkeypatch):
+    """Every address a socket of this process tries to connect to, in order."""
+    tried = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        tried.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tried
+
+
+@pytest.fixture
 def app():
     return create_app({"SERVICE_PROVIDER": "console"})
 

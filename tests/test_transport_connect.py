@@ -16,20 +16,6 @@ KALEYRA_SID = "HXAP1649996084IN"
 LOST = "connection to fake was lost after the request was sent; the SMS may have gone"
 
 
-@pytest.fixture
-def connects(monkeypatch):
-    """Every address a socket of this process tries to connect to, in order."""
-    tried = []
-    real_connect = socket.socket.connect
-
-    def connect(sock, address):
-        tried.append(address)
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return tried
-
-
 def _post(http, url):
     return http.request("POST", url, data={"To": "+15558675310", "Body": "hi"})
 

@@ -89,20 +89,6 @@ def resolver(monkeypatch):
     release.set()  # the lookup thread left hanging ends with the test
 
 
-@pytest.fixture
-def connects(monkeypatch):
-    """Every address a socket of this process tries to connect to, in order."""
-    tried = []
-    real_connect = socket.socket.connect
-
-    def connect(sock, address):
-        tried.append(address)
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return tried
-
-
 def _post(http, port=80):
     return http.request("POST", f"http://{NAME}:{port}/x", data={"To": "+15558675310", "Body": "hi"})
 
