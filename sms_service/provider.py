@@ -16,6 +16,12 @@ from which the service learns opt-outs (STOP) and opt-ins (START). A provider th
 learns an opt-out while sending raises `ReceiverUnsubscribed`; one that reports it on a
 delivery report sets ``StatusUpdate.opted_out``.
 
+Plugin API 1.2 (SPEC sections 16 and 18) adds, all optional: `Message.template_ids`
+(the ids a provider needs for a registered template, such as India's DLT ids), a
+price on `Receipt` and `StatusUpdate` (``price``: a positive decimal string as the
+provider wrote it, sign dropped; ``price_unit``: ISO 4217), and `Provider.fetch_status`,
+which looks one message's status up at the provider (the reconciler's lookups).
+
 Failover (SPEC section 13): ``SERVICE_PROVIDER`` may list several providers, tried in
 order. The service moves to the next one only when the error a provider raised proves
 no SMS went out, ``ProviderError.nothing_sent``: True for `ProviderUnreachable`,
@@ -54,7 +60,7 @@ ENTRY_POINT_GROUP = "sms_service.providers"
 #: docs/plugins.md, "Stability"). A plugin states the version it was built for in
 #: `Provider.PLUGIN_API`; the service refuses to load one with another major or a
 #: newer minor.
-PLUGIN_API = (1, 1)
+PLUGIN_API = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ class Message:
     num_segments: int
     encoding: str
     status_callback: str | None = None
+    #: The template's ids for this provider (``providerIds[<entry-point name>]`` of the
+    #: template the message was rendered from, e.g. ``{"template_id": "1107..."}`` for a
+    #: DLT template on Kaleyra); empty when the message used no template or the template
+    #: has no ids for this provider. Plugin API 1.2.
+    template_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Keeps bodies and full numbers out of any log line or traceback that prints it.
@@ -94,6 +105,11 @@ class Receipt:
     status: str
     date_event: dt.datetime
     num_segments: int | None = None
+    #: What the provider charged, when its answer says (plugin API 1.2): a positive
+    #: decimal string as the provider wrote it, sign dropped (``"0.0075"``), and its
+    #: ISO 4217 currency (``"USD"``). None when unknown.
+    price: str | None = None
+    price_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,10 @@ class StatusUpdate:
     #: True when the report says the receiver opted out (Kaleyra's ``OPT-OUT`` trace):
     #: the service then puts `receiver` on its suppression list.
     opted_out: bool = False
+    #: The price of the message when the report gives one (plugin API 1.2), as in
+    #: `Receipt`: a positive decimal string, sign dropped, and its ISO 4217 currency.
+    price: str | None = None
+    price_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,8 +199,9 @@ class Provider(abc.ABC):
     """
 
     #: The plugin API version the plugin was built for, (major, minor); None (not
-    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 1)`` (1.1:
-    #: `ProviderError(nothing_sent=...)`; a plugin that does not pass it may say (1, 0)).
+    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 2)`` (1.1:
+    #: `ProviderError(nothing_sent=...)`; 1.2: `Message.template_ids`, prices,
+    #: `fetch_status`; a plugin that uses none of them may say (1, 0)).
     PLUGIN_API: ClassVar[tuple[int, int] | None] = None
 
     #: False for a provider that cannot sign its callbacks (Kaleyra): the service then
@@ -249,6 +270,23 @@ class Provider(abc.ABC):
     def supports_inbound(cls) -> bool:
         """Tell whether this provider overrides `parse_inbound`."""
         return cls.parse_inbound is not Provider.parse_inbound
+
+    def fetch_status(self, sid: str) -> StatusUpdate:
+        """Look the message `sid` up at the provider: its current status (plugin API 1.2).
+
+        Optional: the reconciler (SPEC section 18) asks providers that implement it
+        about messages whose callbacks were lost. Returns one `StatusUpdate` (with the
+        price when the provider knows it). Raises `ProviderRateLimited` when the
+        provider throttles lookups (the reconciler backs off), another `ProviderError`
+        subclass when the lookup fails, and `LookupError` when the provider does not
+        know `sid`.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def supports_fetch_status(cls) -> bool:
+        """Tell whether this provider overrides `fetch_status`."""
+        return cls.fetch_status is not Provider.fetch_status
 
     def close(self) -> None:  # noqa: B027  (optional hook, deliberately a no-op)
         """Release pooled connections; called when the worker stops."""
