@@ -30,7 +30,7 @@ STATUSES = ("sent", "delivered")
 class ConsoleProvider(Provider):
     """Pretends to send: for local runs and demos only."""
 
-    PLUGIN_API = (1, 2)
+    PLUGIN_API = (1, 3)
     # It cannot sign: its reports carry the URL's token, like Kaleyra's.
     callbacks_signed = False
 

@@ -73,13 +73,20 @@ def load_provider(settings: Settings) -> Provider:
     # Only a plugin with status support is given the URL: others keep their signature.
     extra = {"callback_url": url} if url is not None else {}
     try:
-        return cls(settings.env, timeout=settings.provider_timeout, **extra)
+        provider = cls(settings.env, timeout=settings.provider_timeout, **extra)
     except ConfigError:
         raise
     except Exception as exc:
         raise ProviderLoadError(
             f"SERVICE_PROVIDER {name!r} failed to start ({type(exc).__name__})"
         ) from exc
+    if url is not None and provider.callbacks_signed != cls.signs_callbacks(settings.env):
+        # The URL's token, and whether the service checks it, follow the class's answer.
+        provider.close()
+        raise ProviderLoadError(
+            f"SERVICE_PROVIDER {name!r}: callbacks_signed disagrees with signs_callbacks(env)"
+        )
+    return provider
 
 
 def load_providers(settings: Settings) -> dict[str, Provider]:

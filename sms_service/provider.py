@@ -21,6 +21,8 @@ Plugin API 1.2 (SPEC sections 16 and 18) adds, all optional: `Message.template_i
 price on `Receipt` and `StatusUpdate` (``price``: a positive decimal string as the
 provider wrote it, sign dropped; ``price_unit``: ISO 4217), and `Provider.fetch_status`,
 which looks one message's status up at the provider (the reconciler's lookups).
+Plugin API 1.3 adds `Provider.signs_callbacks(env)`, for a provider whose signing is a
+setting of the account (Vonage signs only when given a signature secret).
 
 Failover (SPEC section 13): ``SERVICE_PROVIDER`` may list several providers, tried in
 order. The service moves to the next one only when the error a provider raised proves
@@ -60,7 +62,7 @@ ENTRY_POINT_GROUP = "sms_service.providers"
 #: docs/plugins.md, "Stability"). A plugin states the version it was built for in
 #: `Provider.PLUGIN_API`; the service refuses to load one with another major or a
 #: newer minor.
-PLUGIN_API = (1, 2)
+PLUGIN_API = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class CallbackRequest:
     and the query string as received; never built from ``Host`` or ``X-Forwarded-*``).
     `headers` has lower-case names. `form` holds each form field's values in order
     (empty unless the body is form-encoded); `json` the decoded body when it is JSON.
-    `body` is the raw body, at most 16 KiB.
+    `body` is the raw body, at most 16 KiB. A provider that calls back with GET (Vonage
+    can) leaves `form`, `json` and `body` empty: its fields are in the query of `url`.
     """
 
     url: str
@@ -201,12 +204,13 @@ class Provider(abc.ABC):
     #: The plugin API version the plugin was built for, (major, minor); None (not
     #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 2)`` (1.1:
     #: `ProviderError(nothing_sent=...)`; 1.2: `Message.template_ids`, prices,
-    #: `fetch_status`; a plugin that uses none of them may say (1, 0)).
+    #: `fetch_status`; 1.3: `signs_callbacks`; a plugin that uses none of them may say (1, 0)).
     PLUGIN_API: ClassVar[tuple[int, int] | None] = None
 
     #: False for a provider that cannot sign its callbacks (Kaleyra): the service then
     #: puts a secret token derived from CALLBACK_SECRET in the callback URL, and refuses
-    #: callbacks without it before the plugin sees them.
+    #: callbacks without it before the plugin sees them. A provider whose signing depends
+    #: on its configuration overrides `signs_callbacks` and sets this on the instance.
     callbacks_signed: ClassVar[bool] = True
 
     #: The answer to an inbound post, as (content type, body): Twilio reads TwiML, and an
@@ -250,6 +254,18 @@ class Provider(abc.ABC):
         empty list for a callback that carries no message status.
         """
         raise NotImplementedError
+
+    @classmethod
+    def signs_callbacks(cls, env: Mapping[str, str]) -> bool:
+        """Tell whether this provider, configured by `env`, signs its callbacks (plugin API 1.3).
+
+        The service asks before building the provider: False gives it a callback URL
+        carrying the CALLBACK_SECRET token, which the service checks. The default is
+        `callbacks_signed`. Override it when signing is a setting of the account (Vonage
+        signs only with a signature secret), and set ``self.callbacks_signed`` to the same
+        answer in ``__init__``: the service refuses to start when the two differ.
+        """
+        return cls.callbacks_signed
 
     @classmethod
     def supports_status(cls) -> bool:

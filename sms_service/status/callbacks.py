@@ -38,7 +38,7 @@ def callback_url(settings: Settings, provider_cls: type[Provider]) -> str | None
     if not settings.public_base_url or not provider_cls.supports_status():
         return None
     url = settings.public_base_url + callback_path(settings.provider)
-    if provider_cls.callbacks_signed:
+    if provider_cls.signs_callbacks(settings.env):
         return url
     if not settings.callback_secret:
         raise ConfigError(

@@ -35,6 +35,15 @@ _CALLBACK_BODY = {
 }
 
 
+#: The report of a provider that calls back with GET (Vonage can): its fields in the query.
+QUERY_REPORT = {
+    "name": "report", "in": "query", "required": False, "style": "form", "explode": True,
+    "description": "the provider's report as query fields (Vonage: messageId, status, err-code, ..., "
+                   "signed with sig, or with the URL's token)",
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
+
 @bp.route("/callbacks/<provider>/status", methods=["POST"])
 @bp.doc(requestBody=_CALLBACK_BODY, security=[], responses={
     "200": {"description": "taken (an unknown or expired message is kept as an orphan); empty body"},
@@ -46,6 +55,23 @@ _CALLBACK_BODY = {
 @bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
 def status_callback(provider: str) -> Response:
     """Receive a provider's delivery report for one message."""
+    return _take_status(provider)
+
+
+@bp.route("/callbacks/<provider>/status", methods=["GET"])
+@bp.doc(parameters=[QUERY_REPORT], security=[], responses={
+    "200": {"description": "taken (an unknown or expired message is kept as an orphan); empty body"},
+})
+@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
+@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing stored")
+@bp.alt_response(404, schema=ErrorSchema, description="no status callbacks for this provider")
+@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+def status_callback_query(provider: str) -> Response:
+    """Receive a provider's delivery report given in the query string (Vonage's GET receipts)."""
+    return _take_status(provider)
+
+
+def _take_status(provider: str) -> Response:
     services = current_app.extensions["sms_service"]
     # Any configured provider may have sent the message (failover): each has its route.
     route = services.route(provider)

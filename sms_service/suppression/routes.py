@@ -14,7 +14,7 @@ from werkzeug.exceptions import Unauthorized
 from sms_service import phone
 from sms_service.errors import ServiceBlueprint
 from sms_service.schemas import ErrorSchema
-from sms_service.status.routes import read_callback
+from sms_service.status.routes import QUERY_REPORT, read_callback
 from sms_service.suppression.schemas import SuppressionSchema
 from sms_service.suppression.service import ADMIN
 
@@ -60,6 +60,23 @@ def inbound_path(provider_name: str) -> str:
 @bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
 def inbound(provider: str) -> Response:
     """Receive a reply a person sent (STOP, START...) and apply it to the suppression list."""
+    return _take_inbound(provider)
+
+
+@bp.route("/callbacks/<provider>/inbound", methods=["GET"])
+@bp.doc(parameters=[QUERY_REPORT], security=[], responses={
+    "200": {"description": "taken, as for POST"},
+})
+@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
+@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing changed")
+@bp.alt_response(404, schema=ErrorSchema, description="no inbound messages for this provider")
+@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+def inbound_query(provider: str) -> Response:
+    """Receive a reply given in the query string (Vonage's GET inbound messages)."""
+    return _take_inbound(provider)
+
+
+def _take_inbound(provider: str) -> Response:
     services = current_app.extensions["sms_service"]
     settings = services.settings
     # Every configured provider (failover) takes its own inbound messages.

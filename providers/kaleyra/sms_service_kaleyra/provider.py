@@ -76,7 +76,7 @@ class KaleyraProvider(Provider):
     Thread-safe: all state is built once in ``__init__``.
     """
 
-    PLUGIN_API = (1, 2)
+    PLUGIN_API = (1, 3)
 
     # Kaleyra does not sign its reports: the service gives it a callback URL carrying a
     # secret token, and checks that token before this plugin sees a report.

@@ -87,7 +87,7 @@ class TwilioProvider(Provider):
     every URL either way. Thread-safe: all state is built once in ``__init__``.
     """
 
-    PLUGIN_API = (1, 2)
+    PLUGIN_API = (1, 3)
 
     def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         """Read and check the ``TWILIO_*`` variables and build the pooled client.

@@ -1,0 +1,1 @@
+"""sms-service-vonage: the `vonage` provider plugin for sms-service."""
