@@ -86,3 +86,31 @@ def test_plugin_config_error_passes_through():
 def test_balance_check_on_a_provider_without_balance_is_a_startup_error():
     with pytest.raises(ConfigError, match="CONSOLE_EMPTY_BALANCE_CHECK.*no balance"):
         load_provider(load_settings({"SERVICE_PROVIDER": "console", "CONSOLE_EMPTY_BALANCE_CHECK": "true"}))
+
+
+def test_a_plugin_whose_signing_disagrees_with_signs_callbacks_is_refused(tmp_path, monkeypatch):
+    source = """
+        from sms_service.provider import Provider, PLUGIN_API
+
+        class Fickle(Provider):
+            PLUGIN_API = PLUGIN_API
+
+            @classmethod
+            def signs_callbacks(cls, env):
+                return True
+
+            def __init__(self, env, *, timeout, callback_url=None):
+                super().__init__(env, timeout=timeout, callback_url=callback_url)
+                self.callbacks_signed = False  # not what the class said
+
+            def send(self, message):
+                raise NotImplementedError
+
+            def parse_status_callback(self, request):
+                return []
+    """
+    _fake_distribution(tmp_path, "fickle", source, "fickle:Fickle")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = load_settings({"SERVICE_PROVIDER": "fickle", "PUBLIC_BASE_URL": "https://sms.example.com"})
+    with pytest.raises(ProviderLoadError, match="callbacks_signed disagrees with signs_callbacks"):
+        load_provider(settings)
