@@ -1,9 +1,10 @@
-"""A fake Twilio and Kaleyra on 127.0.0.1, run in a thread of the test process.
+"""A fake Twilio, Kaleyra and Vonage on 127.0.0.1, run in a thread of the test process.
 
 Tests set `mode` to choose the answer and read `messages` to count what arrived. Like
 the real providers, it reports delivery status over HTTP to the callback URL a message
 asked for (`post_status`): Twilio's reports signed with X-Twilio-Signature, Kaleyra's
-as JSON to the URL (with its token) the service gave. With `callback_first` set, it
+as JSON to the URL (with its token) the service gave, Vonage's as fake_vonage.py says.
+With `callback_first` set, it
 reports a status before it answers the send, as a provider racing its own answer would.
 """
 
@@ -25,12 +26,14 @@ from urllib.parse import parse_qs
 
 import requests
 
+from support import fake_vonage
+
 TWILIO_SEND = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
 TWILIO_BALANCE = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Balance\.json")
 KALEYRA_SEND = re.compile(r"/v1/([^/]+)/messages")
 
 MODES = ("ok", "reject", "error500", "error503", "slow", "rate_limited", "auth", "not_json",
-         "no_id", "huge", "kaleyra_error_2xx")
+         "no_id", "huge", "kaleyra_error_2xx", "internal", "quota")
 
 
 class FakeProvider:
@@ -47,6 +50,11 @@ class FakeProvider:
         self.twilio_token = "tok3n" + "9" * 27  # support.service.TWILIO_TOKEN
         self.callback_first: str | None = None
         self.early_answers: list[int] = []
+        # Vonage: its webhook signature (None: unsigned, the URL's token) and HTTP method.
+        self.vonage_signature_secret: str | None = None
+        self.vonage_signature_method = "md5hash"
+        self.vonage_webhook = "POST"  # or "GET", "POST-JSON"
+        self.vonage_parts = 1
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
         self._serve(0)
@@ -99,6 +107,8 @@ class FakeProvider:
             self.balance_calls = 0
             self.callback_first = None
             self.early_answers.clear()
+            self.vonage_webhook = "POST"
+            self.vonage_parts = 1
 
     def count(self) -> int:
         with self.lock:
@@ -110,8 +120,10 @@ class FakeProvider:
 
         Twilio: the signed form Twilio posts (`forge` spoils the signature, `token` signs
         with another auth token). Kaleyra: a JSON report to the URL given in `callback`
-        (`token` replaces the URL's token).
+        (`token` replaces the URL's token). Vonage: `fake_vonage.post_receipt`.
         """
+        if sent["provider"] == "vonage":
+            return fake_vonage.post_receipt(self, sent, status, forge=forge, error_code=error_code)
         if sent["provider"] == "twilio":
             url = sent["StatusCallback"]
             fields = {"MessageSid": sent["_sid"], "SmsSid": sent["_sid"], "AccountSid": sent["_account"],
@@ -191,12 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
             fields["_account"] = twilio.group(1)
         elif KALEYRA_SEND.fullmatch(self.path):
             kind = "kaleyra"
+        elif self.path == fake_vonage.SEND_PATH:
+            kind = "vonage"
         else:
             self._json(404, {"message": "no such path"})
             return
         self.sent = {"provider": kind, **fields}
         with self.fake.lock:
             self.fake.messages.append(self.sent)
+        if kind == "vonage":
+            fake_vonage.answer_send(self, self.fake)
+            return
         getattr(self, f"_{self.fake.mode}")(kind)
 
     def do_GET(self) -> None:
@@ -204,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.balance_calls += 1
         if self.fake.balance_status != 200:
             self._json(self.fake.balance_status, {"message": "balance unavailable"})
+        elif self.path == fake_vonage.BALANCE_PATH:
+            self._json(200, fake_vonage.balance_answer(self.fake))
         elif TWILIO_BALANCE.fullmatch(self.path):
             self._json(200, {"account_sid": "AC" + "0" * 32, "balance": self.fake.balance,
                              "currency": "USD"})
