@@ -28,10 +28,11 @@ def _fake_distribution(tmp_path, name, module_source, target):
 
 def test_installed_lists_the_bundled_providers():
     found = {p.name: p for p in installed_providers()}
-    assert {"console", "twilio", "kaleyra"} <= found.keys()
+    assert {"console", "twilio", "kaleyra", "vonage"} <= found.keys()
     assert found["console"].distribution == "sms-service"
     assert found["twilio"].distribution == "sms-service-twilio"
     assert found["kaleyra"].distribution == "sms-service-kaleyra"
+    assert found["vonage"].distribution == "sms-service-vonage"
 
 
 def test_console_loads():
