@@ -191,14 +191,15 @@ class VonageProvider(Provider):
         sid = parts[0].get("message-id")
         if not isinstance(sid, str) or not sid.strip() or not sid.isprintable():
             raise _unreadable(answer, "answer lacks the message id")
+        price = _total_price(parts)
         return Receipt(
             sid=sid.strip(),
             status="accepted",
             # Vonage's answer carries no time: it took the message now.
             date_event=dt.datetime.now(dt.UTC),
             num_segments=len(parts),
-            price=_total_price(parts),
-            price_unit=self.currency if _total_price(parts) is not None else None,
+            price=price,
+            price_unit=self.currency if price is not None else None,
         )
 
     def _form(self, message: Message) -> dict[str, str]:
