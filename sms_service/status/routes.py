@@ -44,28 +44,39 @@ QUERY_REPORT = {
 }
 
 
+def callback_errors(blueprint: ServiceBlueprint, *, unknown: str, changed: str,
+                    body: bool) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Document the error answers every provider callback route shares (413 only with a body)."""
+    errors = [(400, "authentic but unreadable"),
+              (403, f"bad or missing signature or token; nothing {changed}"),
+              (404, unknown), (413, "body over 16 KiB"),
+              (503, "shared storage unavailable; the provider may retry")]
+
+    def document(view: Callable[..., Response]) -> Callable[..., Response]:
+        for status, description in reversed(errors):
+            if status != 413 or body:
+                view = blueprint.alt_response(status, schema=ErrorSchema, description=description)(view)
+        return view
+
+    return document
+
+
+_STATUS_TAKEN = {"200": {"description": "taken (an unknown or expired message is kept as an orphan); "
+                                        "empty body"}}
+_STATUS_UNKNOWN = "no status callbacks for this provider"
+
+
 @bp.route("/callbacks/<provider>/status", methods=["POST"])
-@bp.doc(requestBody=_CALLBACK_BODY, security=[], responses={
-    "200": {"description": "taken (an unknown or expired message is kept as an orphan); empty body"},
-})
-@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
-@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing stored")
-@bp.alt_response(404, schema=ErrorSchema, description="no status callbacks for this provider")
-@bp.alt_response(413, schema=ErrorSchema, description="body over 16 KiB")
-@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+@bp.doc(requestBody=_CALLBACK_BODY, security=[], responses=_STATUS_TAKEN)
+@callback_errors(bp, unknown=_STATUS_UNKNOWN, changed="stored", body=True)
 def status_callback(provider: str) -> Response:
     """Receive a provider's delivery report for one message."""
     return _take_status(provider)
 
 
 @bp.route("/callbacks/<provider>/status", methods=["GET"])
-@bp.doc(parameters=[QUERY_REPORT], security=[], responses={
-    "200": {"description": "taken (an unknown or expired message is kept as an orphan); empty body"},
-})
-@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
-@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing stored")
-@bp.alt_response(404, schema=ErrorSchema, description="no status callbacks for this provider")
-@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+@bp.doc(parameters=[QUERY_REPORT], security=[], responses=_STATUS_TAKEN)
+@callback_errors(bp, unknown=_STATUS_UNKNOWN, changed="stored", body=False)
 def status_callback_query(provider: str) -> Response:
     """Receive a provider's delivery report given in the query string (Vonage's GET receipts)."""
     return _take_status(provider)

@@ -14,7 +14,7 @@ from werkzeug.exceptions import Unauthorized
 from sms_service import phone
 from sms_service.errors import ServiceBlueprint
 from sms_service.schemas import ErrorSchema
-from sms_service.status.routes import QUERY_REPORT, read_callback
+from sms_service.status.routes import QUERY_REPORT, callback_errors, read_callback
 from sms_service.suppression.schemas import SuppressionSchema
 from sms_service.suppression.service import ADMIN
 
@@ -31,6 +31,7 @@ _INBOUND_BODY = {
     "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}},
                 "application/json": {"schema": {"type": "object"}}},
 }
+_INBOUND_UNKNOWN = "no inbound messages for this provider"
 _NUMBER = {"name": "number", "in": "path", "required": True,
            "description": "the number in E.164 (`+` may be written %2B)",
            "schema": {"type": "string", "pattern": "^\\+[1-9][0-9]{1,14}$", "example": "+15558675310"}}
@@ -53,11 +54,7 @@ def inbound_path(provider_name: str) -> str:
                            "it, anything else changes nothing. Twilio gets an empty TwiML <Response/> "
                            "(text/xml), other providers an empty body"},
 })
-@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
-@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing changed")
-@bp.alt_response(404, schema=ErrorSchema, description="no inbound messages for this provider")
-@bp.alt_response(413, schema=ErrorSchema, description="body over 16 KiB")
-@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+@callback_errors(bp, unknown=_INBOUND_UNKNOWN, changed="changed", body=True)
 def inbound(provider: str) -> Response:
     """Receive a reply a person sent (STOP, START...) and apply it to the suppression list."""
     return _take_inbound(provider)
@@ -67,10 +64,7 @@ def inbound(provider: str) -> Response:
 @bp.doc(parameters=[QUERY_REPORT], security=[], responses={
     "200": {"description": "taken, as for POST"},
 })
-@bp.alt_response(400, schema=ErrorSchema, description="authentic but unreadable")
-@bp.alt_response(403, schema=ErrorSchema, description="bad or missing signature or token; nothing changed")
-@bp.alt_response(404, schema=ErrorSchema, description="no inbound messages for this provider")
-@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable; the provider may retry")
+@callback_errors(bp, unknown=_INBOUND_UNKNOWN, changed="changed", body=False)
 def inbound_query(provider: str) -> Response:
     """Receive a reply given in the query string (Vonage's GET inbound messages)."""
     return _take_inbound(provider)

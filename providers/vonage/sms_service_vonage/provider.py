@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import metadata
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -37,6 +37,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.provider_values import Secret, decimal_amount, one_line, setting
 from sms_service_vonage import signature
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ DEFAULT_CURRENCY = "EUR"
 DEFAULT_SIGNATURE_METHOD = "md5hash"
 # Vonage refuses a longer per-message `callback` (its SMS API specification).
 MAX_CALLBACK_CHARS = 100
-MAX_REASON_CHARS = 200
 # A signed webhook older than this is refused as a replay. Vonage resends a webhook it
 # could not deliver for 24 h; whether a resend is signed afresh is UNCONFIRMED, so the
 # window covers the whole resend period.
@@ -125,7 +125,7 @@ class VonageProvider(Provider):
     @classmethod
     def signs_callbacks(cls, env: Mapping[str, str]) -> bool:
         """Tell whether webhooks are verified by ``sig``: when ``VONAGE_SIGNATURE_SECRET`` is set."""
-        return _get(env, "VONAGE_SIGNATURE_SECRET") is not None
+        return setting(env, "VONAGE_SIGNATURE_SECRET") is not None
 
     def __init__(self, env: Mapping[str, str], *, timeout: float, callback_url: str | None = None) -> None:
         """Read and check the ``VONAGE_*`` variables and build the pooled client.
@@ -134,7 +134,7 @@ class VonageProvider(Provider):
         never contains a secret.
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
-        api_key = _get(env, "VONAGE_API_KEY")
+        api_key = setting(env, "VONAGE_API_KEY")
         if api_key is None:
             raise ConfigError("VONAGE_API_KEY is required for the vonage provider")
         if not _API_KEY.fullmatch(api_key):
@@ -142,7 +142,7 @@ class VonageProvider(Provider):
         self.api_key = api_key
         api_secret = _secret(env, "VONAGE_API_SECRET", required=True)
         signature_secret = _secret(env, "VONAGE_SIGNATURE_SECRET", required=False)
-        self._signature_secret = _Secret(signature_secret or "")
+        self._signature_secret = Secret(signature_secret or "")
         self.signature_method = _signature_method(env)
         self.callbacks_signed = self.signs_callbacks(env)
         self.currency = _currency(env)
@@ -234,7 +234,7 @@ class VonageProvider(Provider):
             raise ProviderUnavailable(f"{NAME} balance lookup answered HTTP {answer.status}",
                                       http_status=answer.status, request_id=answer.request_id)
         data = answer.json()
-        amount = _decimal(data.get("value")) if isinstance(data, dict) else None
+        amount = decimal_amount(data.get("value")) if isinstance(data, dict) else None
         if amount is None:
             raise _unreadable(answer, "balance answer lacks a readable value")
         return Balance(amount=amount, currency=self.currency)
@@ -298,29 +298,11 @@ class VonageProvider(Provider):
         self._http.close()
 
 
-class _Secret:
-    """A secret kept out of every repr, log line and traceback."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-
 # -- configuration --------------------------------------------------------------------
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    # An empty value counts as unset: templated deployments often export NAME="".
-    value = env.get(name)
-    return value or None
-
-
 def _secret(env: Mapping[str, str], name: str, *, required: bool) -> str | None:
-    value = _get(env, name)
+    value = setting(env, name)
     if value is None:
         if required:
             raise ConfigError(f"{name} is required for the vonage provider")
@@ -332,14 +314,14 @@ def _secret(env: Mapping[str, str], name: str, *, required: bool) -> str | None:
 
 
 def _signature_method(env: Mapping[str, str]) -> str:
-    value = (_get(env, "VONAGE_SIGNATURE_METHOD") or DEFAULT_SIGNATURE_METHOD).strip().lower()
+    value = (setting(env, "VONAGE_SIGNATURE_METHOD") or DEFAULT_SIGNATURE_METHOD).strip().lower()
     if value not in signature.METHODS:
         raise ConfigError(f"VONAGE_SIGNATURE_METHOD must be one of {', '.join(signature.METHODS)}")
     return value
 
 
 def _currency(env: Mapping[str, str]) -> str:
-    value = (_get(env, "VONAGE_CURRENCY") or DEFAULT_CURRENCY).strip().upper()
+    value = (setting(env, "VONAGE_CURRENCY") or DEFAULT_CURRENCY).strip().upper()
     if not _CURRENCY.fullmatch(value):
         raise ConfigError("VONAGE_CURRENCY must be an ISO 4217 code such as EUR")
     return value
@@ -371,7 +353,7 @@ def _parts(answer: ProviderAnswer) -> list[dict[str, Any]]:
 def _refusal(answer: ProviderAnswer, part: dict[str, Any], *, partial: bool) -> ProviderError:
     """The error for a part Vonage refused (HTTP 200, non-zero ``status``)."""
     code = part["status"][:20]
-    reason = _one_line(part.get("error-text") if isinstance(part.get("error-text"), str) else "")
+    reason = one_line(part.get("error-text") if isinstance(part.get("error-text"), str) else "")
     text = f"{NAME} error {code}: {reason or 'refused'}"
     kwargs: dict[str, Any] = {"provider_code": code, "http_status": answer.status,
                               "request_id": answer.request_id}
@@ -402,7 +384,7 @@ def _http_error(answer: ProviderAnswer) -> ProviderError:
     if isinstance(data, dict):
         for key in ("error-text", "error_title", "title", "detail", "message"):
             if isinstance(data.get(key), str) and data[key].strip():
-                reason = _one_line(data[key])
+                reason = one_line(data[key])
                 break
     return error_for_status(answer, reason or f"answered HTTP {answer.status}")
 
@@ -411,28 +393,9 @@ def _unreadable(answer: ProviderAnswer, what: str) -> ProviderUnavailable:
     return ProviderUnavailable(f"{NAME} {what}", http_status=answer.status, request_id=answer.request_id)
 
 
-def _one_line(text: str) -> str:
-    # Vonage's error-text reaches the caller's 400 message and the logs: one line, bounded.
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
-    return text
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    # NaN would make every later comparison with zero raise; infinity is no balance.
-    return amount if amount.is_finite() else None
-
-
 def _positive(value: object) -> str | None:
     """A price as Vonage wrote it, sign dropped; None when absent or unreadable."""
-    amount = _decimal(value)
+    amount = decimal_amount(value)
     if amount is None:
         return None
     return str(value).strip().lstrip("+-")
@@ -440,7 +403,7 @@ def _positive(value: object) -> str | None:
 
 def _total_price(parts: list[dict[str, Any]]) -> str | None:
     """The sum of every part's ``message-price``; None when a part has none."""
-    prices = [_decimal(part.get("message-price")) for part in parts]
+    prices = [decimal_amount(part.get("message-price")) for part in parts]
     if any(price is None for price in prices):
         return None
     if len(prices) == 1:
