@@ -20,9 +20,10 @@ def test_providers_lists_name_distribution_version():
     result = run("providers")
     assert result.returncode == 0
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
-    assert rows["console"] == ["sms-service", "0.2.0"]
-    assert rows["twilio"] == ["sms-service-twilio", "0.1.0"]
-    assert rows["kaleyra"] == ["sms-service-kaleyra", "0.1.0"]
+    assert rows["console"] == ["sms-service", "0.3.0"]
+    assert rows["twilio"] == ["sms-service-twilio", "0.2.0"]
+    assert rows["kaleyra"] == ["sms-service-kaleyra", "0.2.0"]
+    assert rows["vonage"] == ["sms-service-vonage", "0.1.0"]
 
 
 def test_check_config_ok():

@@ -138,6 +138,18 @@ def test_err_code_9_on_a_receipt_is_an_opt_out_no_provider_sees_again(signed_ser
     assert fake.count() == before
 
 
+def test_no_secret_or_full_number_in_the_log(signed_service, fake):
+    person = fresh_receiver()
+    assert signed_service.send(message(receiver=person)).status_code == 200
+    assert fake.post_status(fake.messages[-1], "delivered").status_code == 200
+    fake.mode = "auth"
+    assert signed_service.send(message()).status_code == 502
+    log = signed_service.log_text()
+    assert "vonage refused our credentials" in log  # the failure was logged, without what follows
+    for secret in (fake_vonage.API_SECRET, SIGNATURE_SECRET, person):
+        assert secret not in log
+
+
 def test_without_signatures_the_token_authenticates(fake):
     fake.vonage_signature_secret = None
     fake.vonage_webhook = "GET"
