@@ -145,7 +145,8 @@ def test_no_secret_or_full_number_in_the_log(signed_service, fake):
     fake.mode = "auth"
     assert signed_service.send(message()).status_code == 502
     log = signed_service.log_text()
-    assert "vonage refused our credentials" in log  # the failure was logged, without what follows
+    # The failure was logged (code 4, at ERROR), without any of what follows.
+    assert '"message": "provider refused our credentials", "provider": "vonage"' in log
     for secret in (fake_vonage.API_SECRET, SIGNATURE_SECRET, person):
         assert secret not in log
 
