@@ -19,9 +19,14 @@ itself never imports this module. A plugin's test module does::
 The suite drives the provider through its HTTP boundary: it points
 ``base_url_variable`` at a loopback server on 127.0.0.1 that plays the provider's
 answers (success from `send_answer`, failures from `error_answers`), a port where
-nothing listens (the "nothing sent" signal) and a server that never answers (the
-timeout). A provider that makes no HTTP calls (``base_url_variable = None``) skips
-those checks. Nothing here ever contacts a real provider.
+nothing listens (the "nothing sent" signal), a server that never answers (the
+timeout) and raw sockets that break the exchange at each step (`TcpLoopback`: no TLS
+handshake, a connection closed after the request, an answer that cannot be read). A
+provider that makes no HTTP calls (``base_url_variable = None``) skips those checks.
+Nothing here ever contacts a real provider.
+
+Callback hooks build their requests with `form_request` and `json_request`, which
+fill `CallbackRequest` as the service does (form values as tuples, the raw body).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -62,7 +68,8 @@ from sms_service.provider import (
     StatusUpdate,
 )
 
-__all__ = ["STATUSES", "Answer", "LoopbackProvider", "ProviderConformance", "RecordedRequest"]
+__all__ = ["STATUSES", "Answer", "LoopbackProvider", "ProviderConformance", "RecordedRequest", "TcpLoopback",
+           "break_the_chunks", "closed_port_url", "form_request", "hang_up", "json_request", "stay_silent"]
 
 #: The normalised statuses a `StatusUpdate` may carry (SPEC section 10).
 STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
@@ -174,6 +181,106 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class TcpLoopback:
+    """A raw TCP server on 127.0.0.1 that breaks an exchange where an HTTP server cannot.
+
+    Each connection's request is read whole (`requests` counts them), then `script(conn)`
+    plays the answer (`hang_up`, `stay_silent`, `break_the_chunks` or your own). With no
+    script nothing listens, so connections are refused. A client speaking TLS to it
+    never finishes its handshake: no request is counted. Use it as a context manager;
+    `url` is its http root, `port` its port.
+    """
+
+    def __init__(self, script: Callable[[socket.socket], None] | None) -> None:
+        self.script = script
+        self.requests = 0
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        if script is None:
+            self._sock.close()
+            return
+        self._sock.listen(64)
+        threading.Thread(target=self._serve, daemon=True, name="tcp-loopback").start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> TcpLoopback:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length and (chunk := conn.recv(65536)):
+                    body += chunk
+                self.requests += 1
+                assert self.script is not None
+                self.script(conn)
+            except OSError:
+                pass
+
+
+def hang_up(conn: socket.socket) -> None:
+    """Read the request, then close without a word (the SMS may have gone)."""
+
+
+def stay_silent(conn: socket.socket) -> None:
+    """Read the request, then say nothing for longer than any test's timeout."""
+    time.sleep(3)
+
+
+def break_the_chunks(conn: socket.socket) -> None:
+    """Start a chunked 200 answer, then send a chunk that is not one."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"sid\r\nzz\r\n")
+
+
+def form_request(url: str, fields: Mapping[str, str | Sequence[str]],
+                 headers: Mapping[str, str] | None = None) -> CallbackRequest:
+    """A form-encoded callback to `url` as the service hands it to a plugin.
+
+    `fields` maps each name to a value or a list of values; `headers` (lower-case
+    names) get the form's Content-Type.
+    """
+    form = {name: (value,) if isinstance(value, str) else tuple(value) for name, value in fields.items()}
+    body = urllib.parse.urlencode([(name, value) for name, values in form.items() for value in values])
+    headers = {"content-type": "application/x-www-form-urlencoded", **(headers or {})}
+    return CallbackRequest(url=url, headers=headers, body=body.encode(), form=form)
+
+
+def json_request(url: str, data: Any, headers: Mapping[str, str] | None = None,
+                 body: bytes | None = None) -> CallbackRequest:
+    """A JSON callback to `url` as the service hands it to a plugin; `body` is the raw body when given."""
+    raw = json.dumps(data).encode() if body is None else body
+    return CallbackRequest(url=url, headers={"content-type": "application/json", **(headers or {})},
+                           body=raw, json=data)
 
 
 class ProviderConformance:
@@ -360,6 +467,32 @@ class ProviderConformance:
             provider.close()
         assert caught.value.nothing_sent, "the failover signal: ProviderUnreachable.nothing_sent stays True"
         self._assert_quiet(provider, [caught.value.message], caplog)
+
+    @pytest.mark.parametrize(("script", "scheme", "expected", "requests_seen"), [
+        (hang_up, "https", ProviderUnreachable, 0),  # the TLS handshake never completes
+        (hang_up, "http", ProviderUnavailable, 1),  # closed after the request: it may have gone
+        (stay_silent, "http", ProviderTimeout, 1),
+        (break_the_chunks, "http", ProviderUnavailable, 1),
+    ], ids=["no-tls-handshake", "closed-after-the-request", "silent", "broken-answer"])
+    def test_transport_failures(self, script: Callable[[socket.socket], None], scheme: str,
+                                expected: type[ProviderError], requests_seen: int, caplog: Any) -> None:
+        self._needs_http()
+        caplog.set_level(logging.DEBUG)
+        # Real sockets: these failures come from the HTTP stack and the kernel, which a
+        # mocked transport never runs.
+        with TcpLoopback(script) as server:
+            provider = self.build(base_url=f"{scheme}://127.0.0.1:{server.port}", timeout=0.5)
+            try:
+                with pytest.raises(ProviderError) as caught:
+                    self._send(provider)
+            finally:
+                provider.close()
+        error = caught.value
+        assert type(error) is expected, f"expected {expected.__name__}, got {error!r}"
+        # Only a request that never left proves nothing was sent (failover, SPEC section 13).
+        assert error.nothing_sent is (requests_seen == 0), f"{error!r}: nothing_sent is wrong"
+        assert server.requests == requests_seen, "a failed send must never be repeated"
+        self._assert_quiet(provider, [error.message, repr(error)], caplog)
 
     def test_concurrent_sends(self) -> None:
         total = self.threads * self.sends_per_thread

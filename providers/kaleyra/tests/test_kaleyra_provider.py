@@ -10,7 +10,6 @@ from importlib.metadata import entry_points
 import pytest
 import requests
 import responses
-from kaleyra_loopback import Loopback, break_the_chunks, hang_up, stay_silent
 from responses import matchers
 
 from sms_service.exceptions import (
@@ -20,7 +19,6 @@ from sms_service.exceptions import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnreachable,
 )
 from sms_service.provider import ENTRY_POINT_GROUP, Balance, Message, Provider
 from sms_service_kaleyra.provider import KaleyraProvider
@@ -375,32 +373,6 @@ def test_unreadable_2xx_is_unavailable(make_provider, http, body, words):
     with pytest.raises(ProviderUnavailable) as caught:
         make_provider().send(MESSAGE)
     assert words in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("script", "scheme", "error", "words", "requests_seen"),
-    [
-        (None, "http", ProviderUnreachable, "could not connect to kaleyra", 0),  # refused
-        (hang_up, "https", ProviderUnreachable, "did not accept a connection in time", 0),  # no TLS
-        (hang_up, "http", ProviderUnavailable, "lost after the request was sent", 1),
-        (stay_silent, "http", ProviderTimeout, "did not answer within 0.5 s", 1),
-        (break_the_chunks, "http", ProviderUnavailable, "answer could not be read", 1),
-    ],
-)
-def test_transport_failures(env, script, scheme, error, words, requests_seen):
-    # Real sockets: these failures come from urllib3 and the kernel, which a mocked
-    # adapter never runs.
-    with Loopback(script) as server:
-        base = f"{scheme}://127.0.0.1:{server.port}"
-        provider = KaleyraProvider({**env, "KALEYRA_BASE_URL": base}, timeout=0.5)
-        try:
-            with pytest.raises(error) as caught:
-                provider.send(MESSAGE)
-        finally:
-            provider.close()
-    assert type(caught.value) is error
-    assert words in caught.value.message
-    assert server.requests == requests_seen
 
 
 # -- balance --------------------------------------------------------------------------

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from twilio_fakes import ACCOUNT_SID, AUTH_TOKEN
 
-from sms_service.provider import CallbackRequest
-from sms_service.testing import Answer, ProviderConformance
+from sms_service.testing import Answer, ProviderConformance, form_request
 from sms_service_twilio import signature
 from sms_service_twilio.provider import TwilioProvider
 
@@ -35,11 +34,13 @@ class TestTwilioConformance(ProviderConformance):
     def balance_answer(self, request):
         return Answer(200, {"balance": "12.50", "currency": "USD", "account_sid": ACCOUNT_SID})
 
+    def _signed(self, url, fields, token):
+        request = form_request(url, fields)
+        return form_request(url, fields, {"x-twilio-signature": signature.compute(token, url, request.form)})
+
     def _callback(self, sid, token):
-        form = {"MessageSid": [sid], "MessageStatus": ["delivered"], "AccountSid": [ACCOUNT_SID]}
-        headers = {"x-twilio-signature": signature.compute(token, self.callback_url, form)}
-        return CallbackRequest(url=self.callback_url, headers=headers, body=b"",
-                               form={k: tuple(v) for k, v in form.items()})
+        fields = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID}
+        return self._signed(self.callback_url, fields, token)
 
     def status_callback(self, provider, sid):
         return self._callback(sid, AUTH_TOKEN)
@@ -49,9 +50,7 @@ class TestTwilioConformance(ProviderConformance):
 
     def _inbound(self, sender, body, token):
         url = self.callback_url.replace("/status", "/inbound")
-        form = {"From": [sender], "Body": [body], "AccountSid": [ACCOUNT_SID]}
-        headers = {"x-twilio-signature": signature.compute(token, url, form)}
-        return CallbackRequest(url=url, headers=headers, body=b"", form={k: tuple(v) for k, v in form.items()})
+        return self._signed(url, {"From": sender, "Body": body, "AccountSid": ACCOUNT_SID}, token)
 
     def inbound_post(self, provider, sender, body):
         return self._inbound(sender, body, AUTH_TOKEN)

@@ -13,20 +13,14 @@ from twilio_fakes import (
     KEY_AUTH,
     MESSAGES_URL,
     TOKEN_AUTH,
-    Loopback,
-    break_the_chunks,
     error_body,
-    hang_up,
-    stay_silent,
 )
 
 from sms_service.exceptions import (
     MessageRejected,
     ProviderAuthError,
     ProviderRateLimited,
-    ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnreachable,
     ReceiverUnsubscribed,
 )
 from sms_service_twilio.provider import TwilioProvider
@@ -255,32 +249,6 @@ def test_reason_is_one_bounded_line(provider, http, message):
     assert text.endswith("...")
     assert len(text) <= len("twilio error 21211: ") + 200
     assert text.isprintable()
-
-
-@pytest.mark.parametrize(
-    ("script", "scheme", "error", "words", "requests_seen"),
-    [
-        (None, "http", ProviderUnreachable, "could not connect to twilio", 0),  # refused
-        (hang_up, "https", ProviderUnreachable, "did not accept a connection in time", 0),  # no TLS
-        (hang_up, "http", ProviderUnavailable, "lost after the request was sent", 1),
-        (stay_silent, "http", ProviderTimeout, "did not answer within 0.5 s", 1),
-        (break_the_chunks, "http", ProviderUnavailable, "answer could not be read", 1),
-    ],
-)
-def test_transport_failures(token_env, message, script, scheme, error, words, requests_seen):
-    # Real sockets: these failures come from urllib3 and the kernel, which a mocked
-    # adapter never runs.
-    with Loopback(script) as server:
-        base = f"{scheme}://127.0.0.1:{server.port}"
-        provider = TwilioProvider({**token_env, "TWILIO_BASE_URL": base}, timeout=0.5)
-        try:
-            with pytest.raises(error) as caught:
-                provider.send(message)
-        finally:
-            provider.close()
-    assert type(caught.value) is error
-    assert words in caught.value.message
-    assert server.requests == requests_seen
 
 
 def test_send_is_never_repeated_after_a_failure(provider, message):
