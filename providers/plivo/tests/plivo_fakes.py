@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 
 from sms_service.provider import CallbackRequest
+from sms_service.testing import form_request
 from sms_service_plivo import signature
 
 AUTH_ID = "MAZDQ1ZJIYMDZKMMZKYM"
@@ -49,9 +50,7 @@ def signed(url: str, form: dict[str, list[str]], token: str = AUTH_TOKEN, nonce:
            signatures: str | None = None) -> CallbackRequest:
     """A form POST to `url` as Plivo sends it, signed with `token` (or carrying `signatures`)."""
     given = signatures or signature.compute(token, signature.base_string("POST", url, form), nonce)
-    return CallbackRequest(url=url, body=b"", form={k: tuple(v) for k, v in form.items()},
-                           headers={"x-plivo-signature-v3": given, "x-plivo-signature-v3-nonce": nonce,
-                                    "content-type": "application/x-www-form-urlencoded"})
+    return form_request(url, form, {"x-plivo-signature-v3": given, "x-plivo-signature-v3-nonce": nonce})
 
 
 def status_form(status: str, **extra: str) -> dict[str, list[str]]:
