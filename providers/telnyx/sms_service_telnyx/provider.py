@@ -294,13 +294,16 @@ def _send_error(answer: ProviderAnswer) -> ProviderError:
     code, reason = _first_error(answer)
     text = f"{NAME} error {code}: {reason}" if code else f"{NAME}: {reason}"
     kwargs = {"provider_code": code, "http_status": answer.status, "request_id": answer.request_id}
+    # Only a 4xx is a refusal: under any other status a code proves nothing about the SMS.
+    if not 400 <= answer.status < 500:
+        return error_for_status(answer, reason, code)
     if code in AUTH_CODES:
         return ProviderAuthError(f"{NAME} refused our credentials", **kwargs)
     if code in RATE_LIMIT_CODES:
         return ProviderRateLimited(text, retry_after=answer.retry_after, **kwargs)
-    if code == OPTED_OUT_CODE and 400 <= answer.status < 500:
+    if code == OPTED_OUT_CODE:
         return ReceiverUnsubscribed(text, **kwargs)
-    if code in REJECTED_CODES and 400 <= answer.status < 500:
+    if code in REJECTED_CODES:
         return MessageRejected(text, **kwargs)
     return error_for_status(answer, reason, code)
 

@@ -119,6 +119,8 @@ def test_unreadable_2xx_is_unavailable_and_not_nothing_sent(provider, http, mess
     (500, error_body("10007", "Unexpected error"), {}, ProviderUnavailable, "10007", False),
     # A documented code under a 5xx proves nothing: the status decides.
     (500, error_body("10002", "Invalid phone number"), {}, ProviderUnavailable, "10002", False),
+    (502, error_body("10009", "Authentication failed"), {}, ProviderUnavailable, "10009", False),
+    (503, error_body("10011", "Too many requests"), {}, ProviderUnavailable, "10011", False),
     (503, "<html>busy</html>", {"Retry-After": "9"}, ProviderUnavailable, None, False),
 ])
 def test_error_mapping(provider, http, message, status, body, headers, error, code, nothing_sent):
