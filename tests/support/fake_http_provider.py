@@ -84,6 +84,9 @@ class FakeHandler(BaseHTTPRequestHandler):
     """Request plumbing for a fake: connection tracking, bodies, JSON answers."""
 
     protocol_version = "HTTP/1.1"
+    # The status line and headers leave in one write, the body in another: without
+    # TCP_NODELAY the body waits for the client's delayed ACK (40 ms a send on Linux).
+    disable_nagle_algorithm = True
     server: ThreadingHTTPServer
 
     def log_message(self, *args: Any) -> None:  # keep pytest output clean
