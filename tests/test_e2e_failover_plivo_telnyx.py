@@ -14,7 +14,7 @@ import pytest
 import requests
 from support.fake_plivo import FakePlivo, plivo_env
 from support.fake_telnyx import FakeTelnyx
-from support.payloads import message
+from support.payloads import fresh_receiver, message
 from support.service import Service
 
 pytestmark = pytest.mark.e2e
@@ -89,16 +89,24 @@ def test_fault_matrix(twins, row, mode, status, received, secondary_sends):
         assert set(body) == {"statusCode", "error", "message"}
 
 
-def test_telnyx_40300_never_fails_over(fakes):
+def test_telnyx_40300_at_send_never_fails_over_and_is_learned(fakes):
     telnyx, plivo = fakes["telnyx"], fakes["plivo"]
     for fake in (telnyx, plivo):
         fake.reset()
     env = {**plivo_env(plivo.url), **telnyx.env(), "SERVICE_PROVIDER": "telnyx,plivo"}
     with Service(env, workers=1) as service:
+        person = fresh_receiver()
         telnyx.mode = "unsubscribed"
-        answer = service.send(message())
+        answer = service.send(message(receiver=person))
         assert answer.status_code == 400 and "40300" in answer.json()["message"]
         assert (telnyx.count(), plivo.count()) == (1, 0)
+        # Learned: neither provider sees this receiver again, while others still go.
+        telnyx.mode = "ok"
+        refused = service.send(message(receiver=person))
+        assert refused.status_code == 403 and refused.json()["message"] == "receiver: this number has opted out"
+        assert (telnyx.count(), plivo.count()) == (1, 0)
+        assert service.send(message()).status_code == 200
+        assert (telnyx.count(), plivo.count()) == (2, 0)
 
 
 @pytest.mark.parametrize("order", ["plivo,telnyx", "telnyx,plivo"])

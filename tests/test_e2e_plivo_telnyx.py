@@ -149,22 +149,6 @@ def test_an_opt_out_reported_on_a_delivery_report_is_learned(case):
     assert entry(service, person).json()["source"] == "provider"
 
 
-def test_telnyx_40300_at_send_is_learned(running):
-    name, fake, service = running
-    if name != "telnyx":
-        pytest.skip("Telnyx refuses a STOP-blocked receiver at send time (HTTP 409, 40300)")
-    fake.reset()
-    person = fresh_receiver()
-    fake.mode = "unsubscribed"
-    rejected = service.send(message(receiver=person))
-    assert rejected.status_code == 400 and "40300" in rejected.json()["message"]
-    fake.mode = "ok"
-    before = fake.count()
-    assert service.send(message(receiver=person)).status_code == 403
-    assert fake.count() == before
-    assert entry(service, person).json()["source"] == "provider"
-
-
 def test_logs_never_show_a_secret_a_body_or_a_full_number(case):
     name, fake, service = case
     person = fresh_receiver()
