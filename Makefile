@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg providers/twilio/setup.cfg providers/kaleyra/setup.cfg providers/vonage/setup.cfg
+$(STAMP): setup.cfg providers/twilio/setup.cfg providers/kaleyra/setup.cfg providers/vonage/setup.cfg \
+		providers/plivo/setup.cfg providers/telnyx/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70" wheel
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e providers/twilio -e providers/kaleyra -e providers/vonage
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e providers/twilio -e providers/kaleyra \
+		-e providers/vonage -e providers/plivo -e providers/telnyx
 	touch $@
 
 # The tests start their own redis-server; install it when the machine lacks it.

@@ -202,7 +202,7 @@ class Provider(abc.ABC):
     """
 
     #: The plugin API version the plugin was built for, (major, minor); None (not
-    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 2)`` (1.1:
+    #: stated) loads as 1.0. Set it in every plugin: ``PLUGIN_API = (1, 3)`` (1.1:
     #: `ProviderError(nothing_sent=...)`; 1.2: `Message.template_ids`, prices,
     #: `fetch_status`; 1.3: `signs_callbacks`; a plugin that uses none of them may say (1, 0)).
     PLUGIN_API: ClassVar[tuple[int, int] | None] = None

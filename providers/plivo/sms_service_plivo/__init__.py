@@ -1,0 +1,1 @@
+"""sms-service-plivo: the `plivo` provider plugin for sms-service."""

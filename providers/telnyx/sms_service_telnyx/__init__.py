@@ -1,0 +1,1 @@
+"""sms-service-telnyx: the `telnyx` provider plugin for sms-service."""
