@@ -66,7 +66,7 @@ class Command:
 
     @property
     def starts_service(self) -> bool:
-        return SERVE_COMMAND.match(self.text) is not None
+        return SERVE_COMMAND.match(re.sub(r"\\\n\s*", " ", self.text)) is not None
 
 
 @dataclass
