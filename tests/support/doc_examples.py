@@ -26,9 +26,12 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +52,11 @@ ANNOTATIONS = {
     "file",
     # The block needs no running service.
     "no-service",
+    # The reader works in an activated virtual environment where sms-service and its
+    # bundled plugins are installed (a fresh one per block, which sees the checkout's),
+    # from their home folder, outside the checkout. `venv acme` adds the plugin the guide
+    # scaffolds: `sms-service new-plugin acme` run in that folder, and installed.
+    "venv",
 }
 
 SERVE_COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:make run|\S*sms-service serve)(?:\s|$)")
@@ -80,6 +88,7 @@ class Example:
     terminals: list[tuple[int, str]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     service: list[str] | None = None  # the serve commands of the block in scope, or None: none needed
+    venv: list[str] | None = None  # None: no virtual environment; else the plugins scaffolded into it
     error: str | None = None
 
     @property
@@ -151,8 +160,10 @@ def _parse(path: Path) -> list[Example]:
         serve = [c.text for c in example.commands if c.starts_service]
         if serve:
             scope_service = serve
+        example.venv = next((args.split() for key, args in annotations if key == "venv"), None)
         no_service = any(key == "no-service" for key, _ in annotations)
-        example.service = None if (no_service or serve) else scope_service
+        # A block in a virtual environment works outside the checkout, where `make run` is not.
+        example.service = None if (no_service or serve or example.venv is not None) else scope_service
         examples.append(example)
     return examples
 
@@ -199,6 +210,10 @@ MASKS = (
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_<secret>"),
     (re.compile(r"\bv1,[A-Za-z0-9+/=]+"), "v1,<signature>"),
     (re.compile(r"(token=)[A-Za-z0-9_.~%-]+"), r"\1<secret>"),
+    (re.compile(r"\bin \d+(?:\.\d+)?s\b"), "in <duration>"),
+    # pip's notes on this machine's index configuration and on its own version: not the example's.
+    (re.compile(r"(?m)^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.\n?"), ""),
+    (re.compile(r"(?m)^\[notice\] .*\n?"), ""),
 )
 
 
@@ -242,11 +257,21 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
     for entry in ROOT.iterdir():
         if entry.name not in {".git", "site"}:
             (work / entry.name).symlink_to(entry)
+    if example.venv is not None:
+        work = home
     for name, content in example.files.items():
         (work / name).write_text(content)
     venv_bin = str(ROOT / ".venv" / "bin")
     path = ":".join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(":") if p != venv_bin)
     env = {"PATH": path, "HOME": str(home), "TMPDIR": str(tmp), "LANG": "C.UTF-8", "TERM": "dumb"}
+    if example.venv is not None:
+        venv = _virtual_environment(scratch / "venv")
+        env["PATH"], env["VIRTUAL_ENV"] = f"{venv / 'bin'}:{env['PATH']}", str(venv)
+        for plugin in example.venv:
+            subprocess.run(["sms-service", "new-plugin", plugin], cwd=home, env=env, check=True,
+                           capture_output=True, timeout=60)
+            subprocess.run(["pip", "install", "--quiet", "-e", f"./sms-service-{plugin}"], cwd=home, env=env,
+                           check=True, capture_output=True, timeout=600)
     for name, value in example.env.items():
         env[name] = fake_url if value == "fake" and fake_url else _ports(value, ports)
     out, logs = scratch / "out.txt", scratch / "logs.txt"
@@ -288,6 +313,27 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
         outputs.append("<the service or terminal never listened>")
     log_text = logs.read_text(errors="replace") if logs.exists() else ""
     return Outcome(outputs, log_text)
+
+
+def _virtual_environment(folder: Path) -> Path:
+    """A new virtual environment that sees the checkout's packages, as if sms-service were installed in it.
+
+    pip installs into it alone, so a block's `pip install` leaves the test venv untouched.
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True, timeout=300)
+    purelib = Path(subprocess.run([str(folder / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    (purelib / "sms_service_checkout.pth").write_text(
+        f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    for script in metadata.entry_points(group="console_scripts"):
+        target = folder / "bin" / script.name
+        if script.name.startswith("pip") or target.exists():
+            continue
+        module, _, function = script.value.partition(":")
+        target.write_text(f"#!{folder / 'bin' / 'python'}\nimport sys\nfrom {module} import {function}\n"
+                          f"sys.exit({function}())\n")
+        target.chmod(0o755)
+    return folder
 
 
 def _background(command: str, ports: dict[int, int], logs: Path, service_port: int) -> list[str]:
