@@ -279,6 +279,11 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
         f'exec >{shlex.quote(str(out))} 2>&1 </dev/null',
         f"__ready() {{ for _ in $(seq 1 {READY_TIMEOUT * 10}); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null "
         "&& return 0; sleep 0.1; done; echo '@@not-ready@@' $1; exit 97; }",
+        # The service is ready when its workers answer, not when the master listens.
+        # $2 is the service's process: when it exits, it will never be healthy.
+        f"__healthy() {{ for _ in $(seq 1 {READY_TIMEOUT * 10}); do curl -sf -o /dev/null "
+        "http://127.0.0.1:$1/-/healthz && return 0; kill -0 $2 2>/dev/null || break; sleep 0.1; done; "
+        "echo '@@not-ready@@' $1; exit 97; }",
     ]
     service_port = ports[3000]
     if example.service:
@@ -296,10 +301,11 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
     script_path = scratch / "example.sh"
     script_path.write_text("\n".join(script) + "\n")
     process = subprocess.Popen(["bash", str(script_path)], cwd=work, env=env, start_new_session=True)
+    timed_out = False
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        pass
+        timed_out = True
     finally:
         _stop_session(process)
     text = out.read_text(errors="replace")
@@ -311,6 +317,8 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
         outputs.append(_unports(after.split(nxt, 1)[0], ports))
     if "@@not-ready@@" in text:
         outputs.append("<the service or terminal never listened>")
+    if timed_out:
+        outputs.append(f"<the block did not finish within {timeout} s>")
     log_text = logs.read_text(errors="replace") if logs.exists() else ""
     return Outcome(outputs, log_text)
 
@@ -337,9 +345,11 @@ def _virtual_environment(folder: Path) -> Path:
 
 
 def _background(command: str, ports: dict[int, int], logs: Path, service_port: int) -> list[str]:
-    # The doc's port is mapped through HTTP_PORT (or --port, rewritten like any other).
+    # The doc's port is mapped through HTTP_PORT (or --port, rewritten like any other). A
+    # trailing `&` is the reader's way of doing what this does anyway.
+    command = re.sub(r"\s*&\s*$", "", command)
     return [f"( export HTTP_PORT={service_port}; {_ports(command, ports)} ) >>{shlex.quote(str(logs))} 2>&1 &",
-            f"__ready {_served_port(command, ports, service_port)}"]
+            f"__healthy {_served_port(command, ports, service_port)} $!"]
 
 
 def _served_port(command: str, ports: dict[int, int], default: int) -> int:
