@@ -255,7 +255,8 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
     for folder in (home, tmp, work):
         folder.mkdir()
     for entry in ROOT.iterdir():
-        if entry.name not in {".git", "site"}:
+        # Build outputs are left out, so a block's own `pip install -e .` writes them in its folder.
+        if entry.name not in {".git", "site", "build", "dist"} and not entry.name.endswith(".egg-info"):
             (work / entry.name).symlink_to(entry)
     if example.venv is not None:
         work = home
