@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,6 +322,7 @@ def run(example: Example, ports: dict[int, int], fake_url: str | None, timeout: 
     if timed_out:
         outputs.append(f"<the block did not finish within {timeout} s>")
     log_text = logs.read_text(errors="replace") if logs.exists() else ""
+    shutil.rmtree(scratch, ignore_errors=True)
     return Outcome(outputs, log_text)
 
 
