@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
 
-.PHONY: install system-deps bench-deps run test lint bench bench-profile clean
+.PHONY: install system-deps bench-deps run test lint docs bench bench-profile clean
 
 install: $(STAMP)
 
@@ -32,6 +33,14 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 
+# The reference in docs/, built strictly: a broken link or anchor fails.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
 # wrk drives the benchmark; redis-server backs its scenario 2.
 bench-deps:
 	@command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
@@ -48,5 +57,5 @@ bench-profile: install bench-deps
 	$(BIN)/python bench/profile_service.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info providers/*/*.egg-info providers/*/build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site build dist *.egg-info providers/*/*.egg-info providers/*/build .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -55,6 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _new_plugin(args: argparse.Namespace) -> int:
     from sms_service.plugin_template import write_plugin
 
+    # A second plugin under a taken entry-point name would make SERVICE_PROVIDER ambiguous.
+    taken = {p.name: p.distribution for p in installed_providers()}
+    if args.name in taken:
+        print(f"new-plugin: {args.name!r} is already the name of an installed provider "
+              f"(from {taken[args.name]}); choose another name, such as acme", file=sys.stderr)
+        return 1
     try:
         folder = write_plugin(args.name, args.directory)
     except ValueError as exc:

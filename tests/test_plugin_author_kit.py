@@ -69,10 +69,14 @@ def test_new_plugin_installs_passes_its_tests_and_sends(tmp_path):
                        capture_output=True, timeout=120)
 
 
-def test_new_plugin_refuses_a_bad_name_or_an_existing_folder(tmp_path, capsys):
+def test_new_plugin_refuses_a_bad_name_a_provider_s_name_or_an_existing_folder(tmp_path, capsys):
     assert main(["new-plugin", "Bad-Name", "--directory", str(tmp_path / "x")]) == 1
     assert "not a provider name" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    for taken in ("console", "twilio"):  # built in, and installed
+        assert main(["new-plugin", taken, "--directory", str(tmp_path / taken)]) == 1
+        assert "already the name of an installed provider" in capsys.readouterr().err
+        assert not (tmp_path / taken).exists()
     (tmp_path / "taken").mkdir()
     assert main(["new-plugin", "fine", "--directory", str(tmp_path / "taken")]) == 1
     assert "already exists" in capsys.readouterr().err

@@ -64,8 +64,8 @@ def write_plugin(name: str, directory: str | None = None) -> Path:
 
 
 def _core_floor() -> str:
-    # The first sms-service release with this plugin API.
-    return "0.2"
+    # The first sms-service release with this plugin API (1.2).
+    return "0.3"
 
 
 def _core_ceiling() -> str:
