@@ -16,6 +16,7 @@ from werkzeug.exceptions import Unauthorized
 from sms_service import errors, estimate, metrics, ops, send
 from sms_service.config import Settings, ignored_failover_settings, load_settings
 from sms_service.dispatch import Dispatcher
+from sms_service.exceptions import StorageUnavailable
 from sms_service.failover import Failover, Route, build_failover
 from sms_service.guards import Guards
 from sms_service.idempotency import Idempotency
@@ -25,6 +26,7 @@ from sms_service.provider import Provider
 from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.status import routes as status_routes
 from sms_service.status.deliverer import Deliverer, make_deliverer
+from sms_service.status.listing import ReceiverKey
 from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
 from sms_service.suppression import routes as suppression_routes
@@ -106,6 +108,13 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     status = StatusService(settings.provider, provider, storage, settings.message_ttl,
                            settings.public_base_url, settings.callback_secret)
     failover = build_failover(settings, providers, storage, status)
+    receivers = ReceiverKey(storage)
+    try:
+        receivers.load()  # once at start-up, never on a send's time
+    except StorageUnavailable:
+        log.warning("the receiver hash key could not be read yet; the first send will read it")
+    for route in failover.routes:
+        route.status.receivers = receivers
     ignored = ignored_failover_settings(settings)
     if ignored:
         log.warning(ignored)

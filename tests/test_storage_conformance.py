@@ -606,7 +606,7 @@ def test_sqlite_file_of_schema_1_is_upgraded_in_place_and_keeps_its_rows(tmp_pat
     assert reopened.record_reserve("idem", "other", 60_000) == "v"
     reopened.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 # -- segment budgets and estimates (SPEC section 14) -----------------------------------

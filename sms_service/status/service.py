@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sms_service import metrics, phone
 from sms_service.exceptions import CallbackRefused, StorageUnavailable
 from sms_service.provider import Provider, StatusUpdate
-from sms_service.status import events, model
+from sms_service.status import events, listing, model
 from sms_service.status.callbacks import TOKEN_PARAMETER, callback_path, callback_token
 from sms_service.storage import Storage
 
@@ -46,6 +46,8 @@ class StatusService:
 
     # Set by the app when STATUS_WEBHOOK_URL is: each status change then also enqueues an event.
     webhooks: Deliverer | None = None
+    # Set by the app: records keep the keyed hash of their receiver, for GET /messages?receiver=.
+    receivers: listing.ReceiverKey | None = None
 
     def __init__(self, provider_name: str, provider: Provider, storage: Storage, ttl_s: float,
                  public_base_url: str | None, callback_secret: str | None) -> None:
@@ -77,6 +79,11 @@ class StatusService:
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
         }
+        if self.receivers is not None:
+            try:
+                record["receiverHash"] = self.receivers.hash(receiver)
+            except StorageUnavailable:
+                pass  # the record is stored below, or not at all: only its receiver filter is lost
         # A callback that came first makes its event when it is merged here.
         event_id = events.new_event_id() if self.webhooks is not None else None
         try:
@@ -152,6 +159,21 @@ class StatusService:
         if caller is not None and not hmac.compare_digest(str(record.get("owner") or ""), caller):
             return None
         return public_view(record, webhooks=self.webhooks is not None)
+
+    def list(self, caller: str | None, *, receiver: str | None = None, limit: int = listing.DEFAULT_LIMIT,
+             cursor: str | None = None, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the caller's records (all when API_KEYS is off), newest first, and the next cursor.
+
+        `filters` are `Storage.message_list`'s; `receiver` a full E.164 number. Raises
+        `StorageUnavailable`, and ValueError for a cursor that is not one of ours.
+        """
+        if receiver is not None:
+            if self.receivers is None:
+                return [], None
+            filters["receiver_hash"] = self.receivers.hash(receiver)
+        records, following = self.storage.guarded(
+            lambda: self.storage.message_list(caller, limit=limit, cursor=cursor, **filters))
+        return [public_view(record, webhooks=self.webhooks is not None) for record in records], following
 
     def _key(self, sid: str) -> str:
         return f"{self.provider_name}:{sid}"
