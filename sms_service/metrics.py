@@ -95,6 +95,18 @@ def count_send(status: int, outcome: str) -> None:
     child.inc()
 
 
+# SPEC section 18: each message's price, added once (the storage decides which report brings it).
+SPEND = Counter(
+    "sms_spend", "What providers charged for messages, in each currency's units",
+    ["provider", "country", "currency"],
+)
+
+
+def count_spend(provider: str, country: str | None, currency: str, price: str) -> None:
+    """Add one message's price to the spend of its provider, country and currency."""
+    SPEND.labels(provider, country or "unknown", currency).inc(float(price))
+
+
 def count_delivery_status(provider: str, status: str, country: str | None) -> None:
     """Count one record moving to `status`; the country is an ISO code or ``unknown``."""
     DELIVERY_STATUS.labels(provider, status, country or "unknown").inc()

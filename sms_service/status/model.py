@@ -10,6 +10,7 @@ appended to ``history``. The Redis backend runs the same rule in Lua
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
@@ -70,3 +71,27 @@ def orphan_with(base: Record, new: Record) -> Record:
               "updatedAt": new["at"], "history": []}
     apply_entry(orphan, new)
     return orphan
+
+
+def set_price(record: Record, price: str, unit: str) -> bool:
+    """Give a record (never an orphan) its price unless it has one; tell whether it did."""
+    if record.get("orphan") or record.get("price") is not None:
+        return False
+    record["price"], record["priceUnit"] = price, unit
+    return True
+
+
+_PRICE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def clean_price(price: object, unit: object) -> tuple[str, str] | None:
+    """A provider's price as records keep it: a positive decimal string (sign dropped) and an
+    ISO 4217 code; None when either is missing or unreadable (a record then has no price)."""
+    if not isinstance(price, str) or not isinstance(unit, str):
+        return None
+    text = price.strip().removeprefix("-").removeprefix("+")
+    code = unit.strip().upper()
+    if not _PRICE.fullmatch(text) or not _CURRENCY.fullmatch(code):
+        return None
+    return text, code

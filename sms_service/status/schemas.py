@@ -13,7 +13,8 @@ from sms_service.status.model import STATUSES
 
 LISTED_STATUSES = (*STATUSES, "unknown")
 
-_STATUS = {"description": "normalised status", "enum": list(STATUSES), "example": "delivered"}
+_STATUS = {"description": "normalised status (``unknown``: no final report came within MESSAGE_FINAL_AFTER)",
+           "enum": [*STATUSES, "unknown"], "example": "delivered"}
 
 
 class HistoryEntrySchema(ma.Schema):
@@ -26,6 +27,9 @@ class HistoryEntrySchema(ma.Schema):
                               metadata={"description": "the provider's error code, or null", "example": None})
     at = fields.String(required=True, metadata={"description": "when the service learnt it, ISO 8601 UTC",
                                                 "example": "2021-08-13T12:53:55.120Z"})
+    source = fields.String(metadata={
+        "description": "``lookup`` when the reconciler asked the provider (absent otherwise)",
+        "example": "lookup"})
 
 
 class WebhookFailureSchema(ma.Schema):
@@ -58,6 +62,12 @@ class MessageSchema(ma.Schema):
     providerStatus = fields.String(required=True, metadata={"example": "delivered"})
     errorCode = fields.String(required=True, allow_none=True, metadata={"example": None})
     updatedAt = fields.String(required=True, metadata={"example": "2021-08-13T12:53:55.120Z"})
+    price = fields.String(required=True, allow_none=True, metadata={
+        "description": "what the provider charged, when it said (send answer, callback or lookup): a "
+                       "positive decimal string as the provider wrote it, sign dropped; null until known",
+        "example": "0.0079"})
+    priceUnit = fields.String(required=True, allow_none=True, metadata={
+        "description": "the price's ISO 4217 currency", "example": "USD"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
     webhookFailures = fields.List(fields.Nested(WebhookFailureSchema), metadata={
         "description": "only with STATUS_WEBHOOK_URL set: this message's status webhook events that ran "

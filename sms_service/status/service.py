@@ -27,7 +27,7 @@ MAX_SID_CHARS = 128
 MAX_WORD_CHARS = 64
 # Fields of a record a caller may read, in the order of the answer.
 PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
-                 "status", "providerStatus", "errorCode", "updatedAt", "history")
+                 "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history")
 
 
 def public_view(record: dict[str, Any], webhooks: bool) -> dict[str, Any]:
@@ -65,8 +65,12 @@ class StatusService:
 
     # -- the send's record (hot path) ----------------------------------------------------
 
-    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str) -> None:
+    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str,
+                    price: tuple[str | None, str | None] = (None, None)) -> None:
         """Store the record of an accepted send before its answer goes out.
+
+        `price` is the send answer's price and currency, as the plugin gave them (either
+        may be None); a readable one goes on the record and into the spend counter.
 
         Never raises for the storage: the SMS has gone, and an error now would invite a
         second one. A record that could not be stored is logged at ERROR.
@@ -79,6 +83,9 @@ class StatusService:
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
         }
+        priced = model.clean_price(*price)
+        if priced is not None:
+            record["price"], record["priceUnit"] = priced
         if self.receivers is not None:
             try:
                 record["receiverHash"] = self.receivers.hash(receiver)
@@ -94,6 +101,8 @@ class StatusService:
             log.error("could not store the message record; its status will show only once a callback comes",
                       extra={"sid": answer["sid"], "provider": self.provider_name})
             return
+        if priced is not None:
+            metrics.count_spend(self.provider_name, record["country"], priced[1], priced[0])
         if merged and event_id is not None:
             # The merge may have enqueued an event: deliver it now, not at the next poll.
             self.webhooks.wake()
@@ -111,16 +120,21 @@ class StatusService:
         if self._token is None or not hmac.compare_digest(given, self._token):
             raise CallbackRefused("the callback URL's token is missing or wrong")
 
-    def apply(self, update: StatusUpdate, at: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    def apply(self, update: StatusUpdate, at: str | None = None,
+              source: str | None = None) -> tuple[str | None, dict[str, Any]]:
         """Apply one status update to its record (or keep it as an orphan); log and count it.
 
-        Raises `ValueError` for an update a plugin should not have made, and
-        `StorageUnavailable`.
+        A price it brings goes on a record that has none, and into the spend counter
+        (once per message, whichever report brings it first). `source` marks the history
+        entry (``lookup`` for the reconciler's). Raises `ValueError` for an update a
+        plugin should not have made, and `StorageUnavailable`.
         """
         sid, status = _checked(update)
         provider_status = _word(update.provider_status, "provider_status") or status
         error_code = _word(update.error_code, "error_code")
         new = model.entry(status, provider_status, error_code, at or model.timestamp())
+        if source is not None:
+            new["source"] = source
         receiver = update.receiver if update.receiver and phone.is_e164(update.receiver) else None
         orphan = {"sid": sid, "provider": self.provider_name,
                   "receiver": phone.mask_number(receiver) if receiver else None,
@@ -135,6 +149,9 @@ class StatusService:
         after = record.get("status")
         if after != before:
             metrics.count_delivery_status(self.provider_name, after, record.get("country"))
+        priced = model.clean_price(update.price, update.price_unit)
+        if priced is not None and not record.get("orphan"):
+            self._price(sid, *priced)
         log.info("delivery status", extra={
             "provider": self.provider_name, "sid": sid,
             "receiver": record.get("receiver") or orphan["receiver"],
@@ -142,6 +159,12 @@ class StatusService:
             "error_code": error_code, "orphan": bool(record.get("orphan")),
         })
         return before, record
+
+    def _price(self, sid: str, price: str, unit: str) -> None:
+        """Give the record its price; count the spend only if this report was the one that did."""
+        priced = self.storage.guarded(lambda: self.storage.message_price(self._key(sid), price, unit))
+        if priced is not None:
+            metrics.count_spend(self.provider_name, priced.get("country"), unit, price)
 
     # -- reading -------------------------------------------------------------------------
 

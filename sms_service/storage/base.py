@@ -317,3 +317,14 @@ class Storage(abc.ABC):
 
         Atomic create-if-absent: every worker and replica gets the same value. Never expires.
         """
+
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    @abc.abstractmethod
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        """Give the live record under `key` its `price` and `unit`, unless it has a price already.
+
+        Atomic: of two callers bringing a price for one record, exactly one gets the
+        record back (and counts the spend); the other, or a caller finding no record or
+        an orphan, gets None. The record's TTL is left as it is.
+        """

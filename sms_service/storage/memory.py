@@ -350,6 +350,15 @@ class MemoryStorage(Storage):
         with self._lock:
             return self._secrets.setdefault(name, candidate)
 
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._live_message(key, _now_ms())
+            if record is None or not model.set_price(record, price, unit):
+                return None
+            return copy.deepcopy(record)
+
 
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
     if not retry_at:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import redis
@@ -475,6 +474,7 @@ class RedisStorage(Storage):
         self._budget_refund = register(_BUDGET_REFUND_SCRIPT)
         self._index = register(_INDEX_SCRIPT)
         self._secret = register(_SET_ONCE_SCRIPT)
+        self._price = register(_PRICE_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -633,7 +633,7 @@ class RedisStorage(Storage):
         status = record.get("status")
         new_status = _INDEXED_STATUSES.index(status) + 1 if status in _INDEXED_STATUSES else 0
         score = listing.sent_ms(record)
-        oldest = int(time.time() * 1000) - ttl_ms
+        keep = ttl_ms + _INDEX_MARGIN_MS
         pipe = self.client.pipeline(transaction=False)
         for owner in {str(record.get("owner") or ""), None}:
             tag = _index_tag(owner)
@@ -645,8 +645,8 @@ class RedisStorage(Storage):
                 if listing.template_name(record) is not None:
                     static.append(f"{tag}:tpl:{listing.template_name(record)}")
             keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in _INDEXED_STATUSES)]
-            self._index(keys=keys, args=[key, score, oldest, ttl_ms, 2 + len(static), new_status, mode],
-                        client=pipe)
+            self._index(keys=keys, client=pipe,
+                        args=[key, score, keep, keep, 2 + len(static), new_status, mode])
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -712,6 +712,12 @@ class RedisStorage(Storage):
     def secret_once(self, name: str, candidate: str) -> str:
         return self._secret(keys=[f"{KEY_PREFIX}:{{secret:{name}}}"], args=[candidate]).decode()
 
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        encoded = self._price(keys=[_record_key(key)], args=[price, unit])
+        return None if encoded is None else _decoded(encoded)
+
 
 # -- message listing and overview (SPEC section 18) ---------------------------------------
 #
@@ -720,9 +726,10 @@ class RedisStorage(Storage):
 # provider, template, receiver hash and status, so a filter walks only its own set.
 # They are written by a separate call after the record's (a record and its index are
 # on different slots), so a reader skips a member whose record has expired or whose
-# status has moved on; entries older than MESSAGE_TTL are trimmed at each write.
+# status has moved on; entries a MESSAGE_TTL (and a day) older than a set's newest are
+# trimmed at each write.
 _INDEX_SCRIPT = """
-local member, score, oldest, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local member, score, keep, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local first_status, new_status = tonumber(ARGV[5]), tonumber(ARGV[6])
 if ARGV[7] == 'status' and not redis.call('ZSCORE', KEYS[1], member) then
   return 0  -- trimmed or never indexed: a status change brings back nothing
@@ -732,7 +739,10 @@ for i = 1, #KEYS do
     redis.call('ZREM', KEYS[i], member)
   elseif ARGV[7] ~= 'status' or i >= first_status then
     redis.call('ZADD', KEYS[i], score, member)
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. oldest)
+    -- Measured from the set's newest entry, not a clock: a provider's skewed dateEvent
+    -- never makes a live record fall out of its sets.
+    local newest = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')[2]
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (tonumber(newest) - keep))
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
@@ -743,7 +753,26 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 """
 _INDEXED_STATUSES = (*model.STATUSES, "unknown")
+
+# sms_service.status.model.set_price in Lua: an orphan or a record with a price keeps it.
+_PRICE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  return false
+end
+local record = cjson.decode(existing)
+if record.orphan or (record.price ~= nil and record.price ~= cjson.null) then
+  return false
+end
+record.price = ARGV[1]
+record.priceUnit = ARGV[2]
+local encoded = cjson.encode(record)
+redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
+return encoded
+"""
 _LIST_BATCH = 200
+# Index entries outlive their records by this much (sent times are the provider's clock).
+_INDEX_MARGIN_MS = 86_400_000
 
 
 def _index_tag(owner: str | None) -> str:

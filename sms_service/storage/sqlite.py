@@ -719,6 +719,22 @@ class SqliteStorage(Storage):
         ((value,),), _, _ = self._execute(_SECRET_GET, {"name": name})
         return value
 
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        def priced(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is None:
+                return None
+            record = json.loads(row[0])
+            if not model.set_price(record, price, unit):
+                return None
+            conn.execute(_MESSAGE_KEEP_TTL, {"key": key, "now": now,
+                                             "value": json.dumps(record, separators=(",", ":"))})
+            return record
+
+        return self._transaction(priced)
+
 
 # A refund leaves the buckets that have left the window alone (they count nothing).
 _BUDGET_REFUND = f"""
