@@ -9,12 +9,12 @@ from marshmallow import fields, validate
 
 from sms_service.schemas import validate_receiver
 from sms_service.status import listing
-from sms_service.status.model import STATUSES
+from sms_service.status.model import ALL_STATUSES
 
-LISTED_STATUSES = (*STATUSES, "unknown")
+LISTED_STATUSES = ALL_STATUSES
 
 _STATUS = {"description": "normalised status (``unknown``: no final report came within MESSAGE_FINAL_AFTER)",
-           "enum": [*STATUSES, "unknown"], "example": "delivered"}
+           "enum": list(ALL_STATUSES), "example": "delivered"}
 
 
 class HistoryEntrySchema(ma.Schema):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from sms_service import metrics, phone
@@ -48,6 +49,9 @@ class StatusService:
     webhooks: Deliverer | None = None
     # Set by the app: records keep the keyed hash of their receiver, for GET /messages?receiver=.
     receivers: listing.ReceiverKey | None = None
+    # Set by the app (SPEC section 18): how long after its send the reconciler first looks
+    # at a record (None: records carry no check time).
+    first_check_ms: float | None = None
 
     def __init__(self, provider_name: str, provider: Provider, storage: Storage, ttl_s: float,
                  public_base_url: str | None, callback_secret: str | None) -> None:
@@ -83,6 +87,8 @@ class StatusService:
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
         }
+        if self.first_check_ms is not None:
+            record["checkAt"] = time.time() * 1000 + self.first_check_ms
         priced = model.clean_price(*price)
         if priced is not None:
             record["price"], record["priceUnit"] = priced
@@ -159,6 +165,31 @@ class StatusService:
             "error_code": error_code, "orphan": bool(record.get("orphan")),
         })
         return before, record
+
+    def mark_unknown(self, key: str, record: dict[str, Any]) -> None:
+        """Give a record no final report reached in time the final status ``unknown``, with its event.
+
+        The provider's last word stays as it was. Raises `StorageUnavailable`.
+        """
+        new = model.entry(model.UNKNOWN, str(record.get("providerStatus") or model.UNKNOWN),
+                          record.get("errorCode"), model.timestamp())
+        new["source"] = "final_after"
+        orphan = {"sid": record.get("sid"), "provider": record.get("provider"), "receiver": None,
+                  "country": None}
+        event_id = events.new_event_id() if self.webhooks is not None else None
+        before, after = self.storage.guarded(
+            lambda: self.storage.message_update(key, new, orphan, self.ttl_ms, event_id))
+        if after.get("status") == before:
+            return
+        if event_id is not None and events.makes_event(before, after):
+            self.webhooks.wake()
+        provider = str(after.get("provider") or self.provider_name)
+        metrics.count_delivery_status(provider, model.UNKNOWN, after.get("country"))
+        metrics.MADE_UNKNOWN.labels(provider).inc()
+        log.info("delivery status", extra={
+            "provider": provider, "sid": after.get("sid"), "receiver": after.get("receiver"),
+            "old_status": before, "new_status": model.UNKNOWN,
+            "reason": "no final report within MESSAGE_FINAL_AFTER"})
 
     def _price(self, sid: str, price: str, unit: str) -> None:
         """Give the record its price; count the spend only if this report was the one that did."""

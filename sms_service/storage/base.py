@@ -328,3 +328,27 @@ class Storage(abc.ABC):
         record back (and counts the spend); the other, or a caller finding no record or
         an orphan, gets None. The record's TTL is left as it is.
         """
+
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+    #
+    # A record's private ``checkAt`` (Unix ms) says when the reconciler looks at it next
+    # (a lookup, or making it `unknown`), ``lookedAt`` when it last asked the provider.
+    # Every backend keeps an index of the due times (SQLite: message_index.check_at,
+    # Redis: one sorted set), so the reconciler never reads every record.
+
+    @abc.abstractmethod
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        """Set the live record's ``checkAt`` (None: never again) and, when given, ``lookedAt``.
+
+        Orphans and missing records are left alone; the TTL is kept. Tells whether a
+        record was changed.
+        """
+
+    @abc.abstractmethod
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """At most `limit` live records not final whose ``checkAt`` is at or before `now_ms`.
+
+        As `(key, record)`, the longest overdue first. Index entries whose record expired
+        or went final are dropped on the way.
+        """

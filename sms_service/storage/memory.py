@@ -359,6 +359,25 @@ class MemoryStorage(Storage):
                 return None
             return copy.deepcopy(record)
 
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        with self._lock:
+            record = self._live_message(key, _now_ms())
+            if record is None or record.get("orphan"):
+                return False
+            model.schedule(record, check_at_ms, looked_at_ms)
+            return True
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            now = _now_ms()
+            due = [(record["checkAt"], key, record) for key, (expires, record) in self._messages.items()
+                   if expires > now and model.is_due(record, now_ms)]
+            due.sort(key=lambda row: (row[0], row[1]))
+            return [(key, copy.deepcopy(record)) for _, key, record in due[:limit]]
+
 
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
     if not retry_at:

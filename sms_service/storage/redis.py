@@ -101,7 +101,8 @@ return 1
 # by the storage conformance suite. Values are JSON strings (never numbers, so cjson
 # keeps them exact); a history is never empty, so cjson never turns it into an object.
 _RULE = """
-local RANK = {queued = 0, sent = 1, delivered = 2, undelivered = 2, failed = 2}
+local RANK = {queued = 0, sent = 1, delivered = 2, undelivered = 2, failed = 2, unknown = 2}
+local REPORTED_FINAL = {delivered = true, undelivered = true, failed = true}
 local MAX_HISTORY = """ + str(model.MAX_HISTORY) + """
 local function apply(record, entry)
   for _, old in ipairs(record.history) do
@@ -116,7 +117,8 @@ local function apply(record, entry)
   record.updatedAt = entry.at
   local current = record.status
   if current == nil or current == cjson.null
-      or (RANK[current] < 2 and RANK[entry.status] >= RANK[current]) then
+      or (RANK[current] < 2 and RANK[entry.status] >= RANK[current])
+      or (current == 'unknown' and REPORTED_FINAL[entry.status]) then
     record.status = entry.status
     record.providerStatus = entry.providerStatus
     record.errorCode = entry.errorCode
@@ -475,6 +477,7 @@ class RedisStorage(Storage):
         self._index = register(_INDEX_SCRIPT)
         self._secret = register(_SET_ONCE_SCRIPT)
         self._price = register(_PRICE_SCRIPT)
+        self._schedule = register(_SCHEDULE_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -647,6 +650,8 @@ class RedisStorage(Storage):
             keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in _INDEXED_STATUSES)]
             self._index(keys=keys, client=pipe,
                         args=[key, score, keep, keep, 2 + len(static), new_status, mode])
+        if mode == "add" and isinstance(record.get("checkAt"), int | float):
+            pipe.zadd(DUE_KEY, {key: record["checkAt"]})  # the reconciler's, in the same round trip
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -718,6 +723,48 @@ class RedisStorage(Storage):
         encoded = self._price(keys=[_record_key(key)], args=[price, unit])
         return None if encoded is None else _decoded(encoded)
 
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        args = ["" if check_at_ms is None else repr(float(check_at_ms)),
+                "" if looked_at_ms is None else repr(float(looked_at_ms))]
+        if not self._schedule(keys=[_record_key(key)], args=args):
+            return False
+        # The due set is another slot: a separate call, which message_due checks against the record.
+        if check_at_ms is None:
+            self.client.zrem(DUE_KEY, key)
+        else:
+            self.client.zadd(DUE_KEY, {key: check_at_ms})
+        return True
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        due: list[tuple[str, dict[str, Any]]] = []
+        while len(due) < limit:
+            # The due ones found so far stay in the set, first: read past them.
+            rows = self.client.zrangebyscore(DUE_KEY, "-inf", now_ms, start=len(due), num=limit - len(due),
+                                             withscores=True)
+            if not rows:
+                break
+            pipe = self.client.pipeline(transaction=False)
+            for member, _ in rows:
+                pipe.get(_record_key(member.decode()))
+            stale = []
+            for (member, _), value in zip(rows, pipe.execute(), strict=True):
+                record = None if value is None else _decoded(value)
+                if record is not None and model.is_due(record, now_ms):
+                    due.append((member.decode(), record))
+                elif record is not None and isinstance(record.get("checkAt"), int | float) \
+                        and record.get("status") not in model.FINAL:
+                    self.client.zadd(DUE_KEY, {member: record["checkAt"]})  # moved on: its own time
+                else:
+                    stale.append(member)  # expired, final, or never again
+            if stale:
+                self.client.zrem(DUE_KEY, *stale)
+            if len(rows) < limit and not stale:
+                break
+        return due
+
 
 # -- message listing and overview (SPEC section 18) ---------------------------------------
 #
@@ -752,7 +799,27 @@ _SET_ONCE_SCRIPT = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 """
-_INDEXED_STATUSES = (*model.STATUSES, "unknown")
+_INDEXED_STATUSES = model.ALL_STATUSES
+
+# sms_service.status.model.schedule in Lua (ARGV[1] '' is never; ARGV[2] '' leaves lookedAt).
+_SCHEDULE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  return 0
+end
+local record = cjson.decode(existing)
+if record.orphan then
+  return 0
+end
+record.checkAt = ARGV[1] == '' and cjson.null or tonumber(ARGV[1])
+if ARGV[2] ~= '' then
+  record.lookedAt = tonumber(ARGV[2])
+end
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+return 1
+"""
+# The reconciler's due set: message keys by checkAt, under a hash tag of its own.
+DUE_KEY = f"{KEY_PREFIX}:{{reconcile}}:due"
 
 # sms_service.status.model.set_price in Lua: an orphan or a record with a price keeps it.
 _PRICE_SCRIPT = """

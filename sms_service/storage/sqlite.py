@@ -735,6 +735,30 @@ class SqliteStorage(Storage):
 
         return self._transaction(priced)
 
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        def scheduled(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is None:
+                return False
+            record = json.loads(row[0])
+            if record.get("orphan"):
+                return False
+            model.schedule(record, check_at_ms, looked_at_ms)
+            # The trigger moves message_index.check_at with the record.
+            conn.execute(_MESSAGE_KEEP_TTL, {"key": key, "now": now,
+                                             "value": json.dumps(record, separators=(",", ":"))})
+            return True
+
+        return self._transaction(scheduled)
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows, _, _ = self._execute(_DUE, {"due": now_ms, "limit": limit})
+        return [(key, record) for key, value in rows
+                if model.is_due(record := json.loads(value), now_ms)]
+
 
 # A refund leaves the buckets that have left the window alone (they count nothing).
 _BUDGET_REFUND = f"""
@@ -792,6 +816,11 @@ WHERE m.expires > :now AND {where} ORDER BY i.at DESC, i.key DESC LIMIT :limit
 _STATS = """
 SELECT m.value FROM message_index i JOIN messages m ON m.key = i.key
 WHERE i.at >= :since_ms AND m.expires > :now
+"""
+# The reconciler's due records, one walk down the partial index on check_at.
+_DUE = """
+SELECT i.key, m.value FROM message_index i JOIN messages m ON m.key = i.key
+WHERE i.check_at <= :due AND m.expires > :now ORDER BY i.check_at, i.key LIMIT :limit
 """
 _SECRET_ADD = "INSERT INTO secrets (name, value) VALUES (:name, :value) ON CONFLICT (name) DO NOTHING"  # noqa: S105
 _SECRET_GET = "SELECT value FROM secrets WHERE name = :name"  # noqa: S105  (SQL, not a secret)
