@@ -13,6 +13,7 @@ suite holds the two equal.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any
 
@@ -107,10 +108,14 @@ def clean_price(price: object, unit: object) -> tuple[str, str] | None:
 
 
 def schedule(record: Record, check_at_ms: float | None, looked_at_ms: float | None = None) -> None:
-    """Set when the reconciler looks at `record` next (None: never), and when it last asked."""
-    record["checkAt"] = check_at_ms
+    """Set when the reconciler looks at `record` next (None: never), and when it last asked.
+
+    Whole milliseconds, rounded down: Redis's cjson keeps 14 digits, which a fraction
+    would round up past the moment asked for.
+    """
+    record["checkAt"] = None if check_at_ms is None else math.floor(check_at_ms)
     if looked_at_ms is not None:
-        record["lookedAt"] = looked_at_ms
+        record["lookedAt"] = math.floor(looked_at_ms)
 
 
 def is_due(record: Record, now_ms: float) -> bool:

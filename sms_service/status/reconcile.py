@@ -161,13 +161,10 @@ class Reconciler:
         """
         existing = self.storage.guarded(
             lambda: self.storage.record_reserve(LEASE_KEY, self.token, self.lease_ms))
-        if existing is None:
-            held = True
-        elif existing == self.token:
-            held = self.storage.guarded(
-                lambda: self.storage.record_swap(LEASE_KEY, self.token, self.token, self.lease_ms))
-        else:
-            held = False
+        # Ours (new or already held: SQLite answers None for our own value too): renewed
+        # for a whole lease from now.
+        held = (existing is None or existing == self.token) and self.storage.guarded(
+            lambda: self.storage.record_swap(LEASE_KEY, self.token, self.token, self.lease_ms))
         if held != self.holding:
             log.info(f"reconciler lease {'taken' if held else 'lost'}", extra={"pid": os.getpid()})
         self.holding = held

@@ -88,7 +88,7 @@ class StatusService:
             "history": [model.entry("queued", answer["status"], None, at)],
         }
         if self.first_check_ms is not None:
-            record["checkAt"] = time.time() * 1000 + self.first_check_ms
+            record["checkAt"] = math.floor(time.time() * 1000 + self.first_check_ms)  # whole ms
         priced = model.clean_price(*price)
         if priced is not None:
             record["price"], record["priceUnit"] = priced

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -727,15 +728,16 @@ class RedisStorage(Storage):
 
     def message_schedule(self, key: str, check_at_ms: float | None,
                          looked_at_ms: float | None = None) -> bool:
-        args = ["" if check_at_ms is None else repr(float(check_at_ms)),
-                "" if looked_at_ms is None else repr(float(looked_at_ms))]
+        # Whole ms, as model.schedule keeps them (cjson would round a fraction up).
+        args = ["" if check_at_ms is None else str(math.floor(check_at_ms)),
+                "" if looked_at_ms is None else str(math.floor(looked_at_ms))]
         if not self._schedule(keys=[_record_key(key)], args=args):
             return False
         # The due set is another slot: a separate call, which message_due checks against the record.
         if check_at_ms is None:
             self.client.zrem(DUE_KEY, key)
         else:
-            self.client.zadd(DUE_KEY, {key: check_at_ms})
+            self.client.zadd(DUE_KEY, {key: math.floor(check_at_ms)})
         return True
 
     def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
