@@ -117,6 +117,7 @@ class Reconciler:
         self._started_in: int | None = None
         self._complained_at = -COMPLAINT_EVERY_S
         self.holding = False
+        self._renewed_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -165,6 +166,8 @@ class Reconciler:
         # for a whole lease from now.
         held = (existing is None or existing == self.token) and self.storage.guarded(
             lambda: self.storage.record_swap(LEASE_KEY, self.token, self.token, self.lease_ms))
+        if held:
+            self._renewed_at = time.monotonic()
         if held != self.holding:
             log.info(f"reconciler lease {'taken' if held else 'lost'}", extra={"pid": os.getpid()})
         self.holding = held
@@ -190,8 +193,11 @@ class Reconciler:
             if not due:
                 break
             for key, record in due:
-                if self._stopping.is_set():
-                    break
+                # A long round (a backlog at RECONCILE_RATE) keeps renewing the lease, and
+                # ends as soon as another worker has it.
+                if self._stopping.is_set() or (
+                        time.monotonic() - self._renewed_at > self.lease_ms / 3000 and not self.hold_lease()):
+                    return done
                 self.reconcile(key, record)
                 done += 1
             if len(due) < BATCH:
