@@ -638,7 +638,7 @@ class RedisStorage(Storage):
         new_status = _INDEXED_STATUSES.index(status) + 1 if status in _INDEXED_STATUSES else 0
         score = listing.sent_ms(record)
         keep = ttl_ms + _INDEX_MARGIN_MS
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for owner in {str(record.get("owner") or ""), None}:
             tag = _index_tag(owner)
             static = []
@@ -648,17 +648,39 @@ class RedisStorage(Storage):
                     static.append(f"{tag}:rcpt:{record['receiverHash']}")
                 if listing.template_name(record) is not None:
                     static.append(f"{tag}:tpl:{listing.template_name(record)}")
-            keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in _INDEXED_STATUSES)]
-            self._index(keys=keys, client=pipe,
-                        args=[key, score, keep, keep, 2 + len(static), new_status, mode])
-        if mode == "add" and isinstance(record.get("checkAt"), int | float):
-            pipe.zadd(DUE_KEY, {key: record["checkAt"]})  # the reconciler's, in the same round trip
+            # A new record is in no status set yet: only its own is written.
+            statuses = _INDEXED_STATUSES if mode == "status" else (status,) if new_status else ()
+            keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in statuses)]
+            position = new_status if mode == "status" else 1
+            calls.append((len(keys), *keys, key, score, keep, keep, 2 + len(static), position, mode))
         try:
-            pipe.execute()
+            self._pipeline_index(calls, record.get("checkAt") if mode == "add" else None, key)
         except (redis.RedisError, OSError) as exc:
             # The record is stored: only the listing misses it (or shows its old status).
             log.warning("message listing index not updated", extra={"key": key[:200],
                                                                      "reason": type(exc).__name__})
+
+    def _pipeline_index(self, calls: list[tuple], check_at: object, key: str) -> None:
+        """Run the index scripts (and the due time) in one round trip.
+
+        EVALSHA straight into the pipeline: redis-py's Script in a pipeline asks SCRIPT
+        EXISTS first, one more round trip per send. A Redis that lost its scripts (a
+        restart) answers NOSCRIPT once: they are loaded and the writes sent again (each
+        is idempotent).
+        """
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(self._index.sha, *call)
+            if isinstance(check_at, int | float):
+                pipe.zadd(DUE_KEY, {key: check_at})  # the reconciler's, in the same round trip
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(_INDEX_SCRIPT)
 
     def message_list(self, owner: str | None, *, status: str | None = None, provider: str | None = None,
                      template: str | None = None, since_ms: float | None = None,
