@@ -208,3 +208,30 @@ def test_a_schema_2_sqlite_file_gains_the_index_of_the_records_it_holds(tmp_path
         assert [r["sid"] for r in records] == ["kept"]
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(("filters", "index"), [
+    ({"owner": "a"}, "message_index_owner_at"),
+    ({}, "message_index_at"),
+    ({"owner": "a", "status": "sent", "provider": "twilio"}, "message_index_owner_at"),
+    ({"receiver_hash": "h"}, "message_index_receiver"),
+    ({"owner": "a", "receiver_hash": "h"}, "message_index_receiver"),
+    ({"template": "otp"}, "message_index_template"),
+    ({"owner": "a", "since_ms": 1, "until_ms": 2}, "message_index_owner_at"),
+])
+def test_sqlite_lists_through_an_index_never_a_scan(tmp_path, filters, index):
+    from sms_service.storage import sqlite as backend
+
+    store = backend.SqliteStorage(str(tmp_path / "plan.db"))
+    try:
+        params = {"now": 0, "limit": 5, **filters}
+        where = " AND ".join(clause for name, clause in backend._LIST_CLAUSES.items() if name in filters)
+        plan = [row[3] for row in store._conn().execute(
+            "EXPLAIN QUERY PLAN " + backend._LIST.format(where=where or "1"), params)]
+        assert any(index in step for step in plan), plan
+        assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan
+        due = [row[3] for row in store._conn().execute(
+            "EXPLAIN QUERY PLAN " + backend._DUE, {"due": 1, "now": 0, "limit": 5})]
+        assert any("message_index_check" in step for step in due), due
+    finally:
+        store.close()

@@ -70,6 +70,8 @@ CREATE INDEX IF NOT EXISTS message_index_owner_at ON message_index (owner, at, k
 CREATE INDEX IF NOT EXISTS message_index_at ON message_index (at, key, status, provider);
 CREATE INDEX IF NOT EXISTS message_index_receiver ON message_index (receiver_hash, at, key)
   WHERE receiver_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_index_template ON message_index (template, at, key)
+  WHERE template IS NOT NULL;
 CREATE INDEX IF NOT EXISTS message_index_check ON message_index (check_at) WHERE check_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
