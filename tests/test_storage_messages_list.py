@@ -235,3 +235,17 @@ def test_sqlite_lists_through_an_index_never_a_scan(tmp_path, filters, index):
         assert any("message_index_check" in step for step in due), due
     finally:
         store.close()
+
+
+def test_redis_indexes_again_after_losing_its_scripts(redis_uri):
+    import redis as redis_client
+
+    store = open_storage(redis_uri)
+    try:
+        _create(store, _record("before", "alice", BASE))
+        redis_client.Redis.from_url(redis_uri).script_flush()  # as after a Redis restart
+        _create(store, _record("after", "alice", BASE + dt.timedelta(seconds=1)))
+        records, _ = store.message_list("alice", limit=10, receiver_hash="h0")
+        assert [r["sid"] for r in records] == ["after", "before"]
+    finally:
+        store.close()
