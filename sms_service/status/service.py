@@ -179,8 +179,8 @@ class StatusService:
         event_id = events.new_event_id() if self.webhooks is not None else None
         before, after = self.storage.guarded(
             lambda: self.storage.message_update(key, new, orphan, self.ttl_ms, event_id))
-        if after.get("status") == before:
-            return
+        if after.get("status") == before or after.get("orphan"):
+            return  # final meanwhile, or expired meanwhile (a stray orphan, gone with its TTL)
         if event_id is not None and events.makes_event(before, after):
             self.webhooks.wake()
         provider = str(after.get("provider") or self.provider_name)
