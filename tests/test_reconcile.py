@@ -222,3 +222,21 @@ def test_one_reconciler_holds_the_lease_and_another_takes_it_when_it_dies(shared
 
 def test_the_lease_is_taken_over_within_a_minute():
     assert reconcile.LEASE_MS + reconcile.POLL_S * 1000 < 60_000
+
+
+def test_a_failed_lookup_holds_up_no_other_record_and_waits_a_minute(storage_uri, clock):
+    app = _app(storage_uri, clock, RECONCILE_AFTER="15m")
+    client, reconciler = app.test_client(), app.extensions["sms_service"].reconciler
+    sids = ["SM" + "d3" * 15 + f"{i:04x}" for i in range(2)]
+    for sid in sids:
+        _send(client, sid)
+    clock.offset_s = 16 * 60
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        mock.get(LOOKUP_URL.format(sid=sids[0]), body="{not json", content_type="application/json")
+        mock.get(LOOKUP_URL.format(sid=sids[1]), json={"sid": sids[1], "status": "delivered", "error_code": None,
+                                                       "price": None, "price_unit": "USD"})
+        assert reconciler.run_once() == 2
+    statuses = [client.get(f"/messages/{sid}").get_json()["status"] for sid in sids]
+    assert statuses == ["queued", "delivered"]
+    clock.offset_s += 30  # the failed one waits a minute, unasked meanwhile
+    assert reconciler.run_once() == 0

@@ -198,7 +198,15 @@ class Reconciler:
                 if self._stopping.is_set() or (
                         time.monotonic() - self._renewed_at > self.lease_ms / 3000 and not self.hold_lease()):
                     return done
-                self.reconcile(key, record)
+                try:
+                    self.reconcile(key, record)
+                except StorageUnavailable:
+                    raise
+                except Exception as exc:
+                    # A plugin's surprise must not stop the round at this record every poll.
+                    log.warning("reconciler could not handle a record; it tries again later",
+                                extra={"key": key[:200], "error_class": type(exc).__name__})
+                    self._schedule(key, self.clock() * 1000 + RETRY_AFTER_ERROR_MS)
                 done += 1
             if len(due) < BATCH:
                 break
