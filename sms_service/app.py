@@ -16,6 +16,7 @@ from werkzeug.exceptions import Unauthorized
 from sms_service import errors, estimate, metrics, ops, send
 from sms_service.config import Settings, ignored_failover_settings, load_settings
 from sms_service.dispatch import Dispatcher
+from sms_service.exceptions import StorageUnavailable
 from sms_service.failover import Failover, Route, build_failover
 from sms_service.guards import Guards
 from sms_service.idempotency import Idempotency
@@ -25,6 +26,8 @@ from sms_service.provider import Provider
 from sms_service.request_json import MAX_REQUEST_BYTES
 from sms_service.status import routes as status_routes
 from sms_service.status.deliverer import Deliverer, make_deliverer
+from sms_service.status.listing import ReceiverKey
+from sms_service.status.reconcile import Reconciler, first_check_ms
 from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
 from sms_service.suppression import routes as suppression_routes
@@ -47,6 +50,8 @@ class Services:
     suppression: SuppressionList | None = None
     # The status webhook deliverer (STATUS_WEBHOOK_URL set), started by the serving worker.
     webhooks: Deliverer | None = None
+    # The reconciler (SPEC section 18), started by the serving worker; one works at a time.
+    reconciler: Reconciler | None = None
     failover: Failover | None = None
 
     def __post_init__(self) -> None:
@@ -106,6 +111,16 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     status = StatusService(settings.provider, provider, storage, settings.message_ttl,
                            settings.public_base_url, settings.callback_secret)
     failover = build_failover(settings, providers, storage, status)
+    receivers = ReceiverKey(storage)
+    try:
+        receivers.load()  # once at start-up, never on a send's time
+    except StorageUnavailable:
+        log.warning("the receiver hash key could not be read yet; the first send will read it")
+    for route in failover.routes:
+        route.status.receivers = receivers
+        can_look_up = route.provider.supports_fetch_status()
+        route.status.first_check_ms = first_check_ms(
+            settings.reconcile_after_ms, settings.message_final_after_ms, can_look_up)
     ignored = ignored_failover_settings(settings)
     if ignored:
         log.warning(ignored)
@@ -119,6 +134,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         status,
         failover=failover,
     )
+    services.reconciler = Reconciler(
+        storage, {route.name: route.status for route in failover.routes}, status,
+        after_ms=settings.reconcile_after_ms, rate=settings.reconcile_rate,
+        final_after_ms=settings.message_final_after_ms)
     if settings.status_webhook_url and settings.status_webhook_secret:
         services.webhooks = make_deliverer(
             storage, settings.status_webhook_url, settings.status_webhook_secret,

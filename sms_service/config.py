@@ -61,6 +61,12 @@ class Settings:
     balance_checks: Mapping[str, bool] = field(default_factory=dict)
     failover_failure_threshold: int = 5
     failover_reset_after_ms: float = 30_000
+    # Delivery truth (SPEC section 18): the reconciler's first lookup after a record's last
+    # change (None: off), its deployment-wide lookups a second, and when a record still
+    # not final becomes `unknown`.
+    reconcile_after_ms: float | None = 900_000
+    reconcile_rate: float = 5
+    message_final_after_ms: float = 259_200_000
 
     @property
     def balance_check_variable(self) -> str:
@@ -111,8 +117,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         balance_checks={name: _bool(env, balance_variable(name), False) for name in providers},
         failover_failure_threshold=_positive_int(env, "FAILOVER_FAILURE_THRESHOLD", 5),
         failover_reset_after_ms=_failover_reset_after(env, "FAILOVER_RESET_AFTER", "30s"),
+        **_delivery_truth(env),
     )
     return settings
+
+
+MAX_RECONCILE_RATE = 1000
+
+
+def _delivery_truth(env: Mapping[str, str]) -> dict[str, float | None]:
+    """RECONCILE_AFTER, RECONCILE_RATE and MESSAGE_FINAL_AFTER (SPEC section 18)."""
+    after_text = _raw(env, "RECONCILE_AFTER", "15m")
+    after = None if after_text.lower() == "off" else _duration(env, "RECONCILE_AFTER", "15m")
+    rate_text = _raw(env, "RECONCILE_RATE", "5")
+    try:
+        rate = float(rate_text) if rate_text.isascii() else math.nan
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or not 0 < rate <= MAX_RECONCILE_RATE:
+        raise ConfigError(f"RECONCILE_RATE must be a number of lookups a second, greater than 0 and at most "
+                          f"{MAX_RECONCILE_RATE}, got {rate_text!r}")
+    final_after = _duration(env, "MESSAGE_FINAL_AFTER", "72h")
+    ttl_ms = _seconds_at_most(env, "MESSAGE_TTL", 604_800, 366 * 86_400) * 1000
+    if final_after > ttl_ms:
+        given = _raw(env, "MESSAGE_FINAL_AFTER", "72h")
+        raise ConfigError(f"MESSAGE_FINAL_AFTER must be at most MESSAGE_TTL ({ttl_ms / 1000:g} s): a record "
+                          f"must still be there to become unknown, got {given!r}")
+    return {"reconcile_after_ms": after, "reconcile_rate": rate, "message_final_after_ms": final_after}
 
 
 _FAILOVER_VARIABLES = ("FAILOVER_FAILURE_THRESHOLD", "FAILOVER_RESET_AFTER")

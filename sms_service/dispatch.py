@@ -59,7 +59,8 @@ class Dispatcher:
             raise
         answer = receipt_fields(receipt, segments.count)
         if route.status is not None:
-            route.status.record_send(answer, receiver, segments.encoding, owner)
+            route.status.record_send(answer, receiver, segments.encoding, owner,
+                                     price=(receipt.price, receipt.price_unit))
         route.accepted.inc()
         route.segments[segments.encoding].inc(int(answer["numSegments"]))
         fields = {

@@ -95,6 +95,18 @@ def count_send(status: int, outcome: str) -> None:
     child.inc()
 
 
+# SPEC section 18: each message's price, added once (the storage decides which report brings it).
+SPEND = Counter(
+    "sms_spend", "What providers charged for messages, in each currency's units",
+    ["provider", "country", "currency"],
+)
+
+
+def count_spend(provider: str, country: str | None, currency: str, price: str) -> None:
+    """Add one message's price to the spend of its provider, country and currency."""
+    SPEND.labels(provider, country or "unknown", currency).inc(float(price))
+
+
 def count_delivery_status(provider: str, status: str, country: str | None) -> None:
     """Count one record moving to `status`; the country is an ISO code or ``unknown``."""
     DELIVERY_STATUS.labels(provider, status, country or "unknown").inc()
@@ -140,3 +152,25 @@ def show_webhook_outbox(backlog: int, oldest_age_s: float) -> None:
     """Set the outbox gauges to what the deliverer just read."""
     WEBHOOK_BACKLOG.set(backlog)
     WEBHOOK_OLDEST_AGE.set(oldest_age_s)
+
+
+# -- the reconciler (SPEC section 18) ----------------------------------------------------
+
+LOOKUP_OUTCOMES = ("changed", "unchanged", "not_found", "rate_limited", "error")
+LOOKUPS = Counter(
+    "sms_status_lookups", "Status lookups the reconciler made, by provider and outcome "
+    "(changed: the record moved; unchanged; not_found; rate_limited: the provider throttled; error)",
+    ["provider", "outcome"],
+)
+MADE_UNKNOWN = Counter(
+    "sms_messages_unknown", "Records made unknown: no final report within MESSAGE_FINAL_AFTER", ["provider"],
+)
+RECONCILE_LAG = Gauge(
+    "sms_reconcile_lag_seconds", "How late the reconciler is: the oldest due record's wait at its last "
+    "round (0: nothing overdue)", multiprocess_mode="livemostrecent",
+)
+
+
+def count_lookup(provider: str, outcome: str) -> None:
+    """Count one status lookup; `outcome` is one of LOOKUP_OUTCOMES."""
+    LOOKUPS.labels(provider, outcome).inc()

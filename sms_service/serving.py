@@ -367,7 +367,7 @@ def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> 
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the status webhook deliverer; turn readiness to 503 as soon as the worker is told to stop."""
+    """Start the webhook deliverer and the reconciler; readiness turns 503 once the worker is told to stop."""
     import signal
 
     from sms_service import lifecycle
@@ -376,6 +376,9 @@ def post_worker_init(worker: Any) -> None:
     webhooks = _services(worker).webhooks if _services(worker) is not None else None
     if webhooks is not None:
         webhooks.start()  # here, in the worker: threads do not survive the fork
+    reconciler = _services(worker).reconciler if _services(worker) is not None else None
+    if reconciler is not None:
+        reconciler.start()  # every worker runs one; the lease in STORAGE_URI lets one work
 
     def on_sigterm(signum: int, frame: Any) -> None:
         lifecycle.begin_shutdown()
@@ -405,6 +408,8 @@ def worker_exit(server: Arbiter, worker: Any) -> None:
         if services.webhooks is not None:
             # Within each attempt's deadline; what is unfinished stays in the outbox.
             services.webhooks.stop()
+        if services.reconciler is not None:
+            services.reconciler.stop()  # gives the lease back: another worker takes over at once
         for route in services.failover.routes:
             route.provider.close()
         services.storage.close()

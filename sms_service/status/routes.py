@@ -1,4 +1,4 @@
-"""POST /callbacks/{provider}/status and GET /messages/{sid}."""
+"""POST /callbacks/{provider}/status, GET /messages and GET /messages/{sid}."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sms_service.exceptions import CallbackRefused
 from sms_service.provider import CallbackRequest
 from sms_service.request_json import read_body
 from sms_service.schemas import ErrorSchema
-from sms_service.status.schemas import MessageSchema
+from sms_service.status.schemas import MessageListQuerySchema, MessageListSchema, MessageSchema
 
 if TYPE_CHECKING:  # failover builds the routes from this package's StatusService
     from sms_service.failover import Route
@@ -157,3 +157,22 @@ def get_message(sid: str) -> Response:
     if record is None:
         abort(404, message="no such message")
     return jsonify(record)
+
+
+@bp.route("/messages", methods=["GET"])
+@bp.arguments(MessageListQuerySchema, location="query", as_kwargs=True)
+@bp.response(200, MessageListSchema, description="a page of the caller's messages, newest first")
+@bp.alt_response(400, schema=ErrorSchema, description="a filter is not valid (the message names it)")
+@bp.alt_response(401, schema=ErrorSchema, description="API_KEYS is set and the key is missing or wrong")
+@bp.alt_response(503, schema=ErrorSchema, description="shared storage unavailable")
+def list_messages(since=None, until=None, **filters) -> Response:
+    """List the messages this caller sent (every message when API_KEYS is off), newest first."""
+    services = current_app.extensions["sms_service"]
+    caller = services.authorize(request.headers.get("Authorization"))
+    if since is not None:
+        filters["since_ms"] = since.timestamp() * 1000
+    if until is not None:
+        filters["until_ms"] = until.timestamp() * 1000
+    # Every provider's records are in the one storage: any route's service lists them all.
+    messages, following = services.status.list(caller, **filters)
+    return jsonify({"messages": messages, "next": following})

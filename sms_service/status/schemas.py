@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import marshmallow as ma
-from marshmallow import fields
+from marshmallow import fields, validate
 
-from sms_service.status.model import STATUSES
+from sms_service.schemas import validate_receiver
+from sms_service.status import listing
+from sms_service.status.model import ALL_STATUSES
 
-_STATUS = {"description": "normalised status", "enum": list(STATUSES), "example": "delivered"}
+LISTED_STATUSES = ALL_STATUSES
+
+_STATUS = {"description": "normalised status (``unknown``: no final report came within MESSAGE_FINAL_AFTER)",
+           "enum": list(ALL_STATUSES), "example": "delivered"}
 
 
 class HistoryEntrySchema(ma.Schema):
@@ -20,6 +27,9 @@ class HistoryEntrySchema(ma.Schema):
                               metadata={"description": "the provider's error code, or null", "example": None})
     at = fields.String(required=True, metadata={"description": "when the service learnt it, ISO 8601 UTC",
                                                 "example": "2021-08-13T12:53:55.120Z"})
+    source = fields.String(metadata={
+        "description": "``lookup`` when the reconciler asked the provider (absent otherwise)",
+        "example": "lookup"})
 
 
 class WebhookFailureSchema(ma.Schema):
@@ -52,8 +62,58 @@ class MessageSchema(ma.Schema):
     providerStatus = fields.String(required=True, metadata={"example": "delivered"})
     errorCode = fields.String(required=True, allow_none=True, metadata={"example": None})
     updatedAt = fields.String(required=True, metadata={"example": "2021-08-13T12:53:55.120Z"})
+    price = fields.String(required=True, allow_none=True, metadata={
+        "description": "what the provider charged, when it said (send answer, callback or lookup): a "
+                       "positive decimal string as the provider wrote it, sign dropped; null until known",
+        "example": "0.0079"})
+    priceUnit = fields.String(required=True, allow_none=True, metadata={
+        "description": "the price's ISO 4217 currency", "example": "USD"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
     webhookFailures = fields.List(fields.Nested(WebhookFailureSchema), metadata={
         "description": "only with STATUS_WEBHOOK_URL set: this message's status webhook events that ran "
                        "out of retries (empty when none)"})
 
+
+
+class MessageListQuerySchema(ma.Schema):
+    """The filters of GET /messages: each one left out matches every message."""
+
+    status = fields.String(validate=validate.OneOf(LISTED_STATUSES), metadata={
+        "description": "only messages in this normalised status"})
+    provider = fields.String(validate=validate.Length(min=1, max=64), metadata={
+        "description": "only messages sent through this provider (entry-point name)", "example": "twilio"})
+    template = fields.String(validate=validate.Length(min=1, max=128), metadata={
+        "description": "only messages sent from the template of this name", "example": "otp"})
+    since = fields.AwareDateTime(format="iso", default_timezone=dt.UTC, metadata={
+        "description": "only messages sent at or after this time (ISO 8601; UTC when no offset is given)",
+        "example": "2021-08-13T00:00:00Z"})
+    until = fields.AwareDateTime(format="iso", default_timezone=dt.UTC, metadata={
+        "description": "only messages sent before this time (ISO 8601)", "example": "2021-08-14T00:00:00Z"})
+    receiver = fields.String(validate=validate_receiver, metadata={
+        "description": "only messages to this full E.164 number (matched through a keyed hash: the number "
+                       "itself is never stored)", "example": "+14155550110"})
+    limit = fields.Integer(load_default=listing.DEFAULT_LIMIT,
+                           validate=validate.Range(min=1, max=listing.MAX_LIMIT),
+                           metadata={"description": "at most this many messages (1 to 100)"})
+    cursor = fields.String(validate=validate.Length(max=1024), metadata={
+        "description": "the `next` of the previous page"})
+
+    @ma.validates("cursor")
+    def _cursor(self, value: str, **_: object) -> None:
+        try:
+            listing.decode_cursor(value)
+        except ValueError:
+            raise ma.ValidationError("not a cursor of this listing") from None
+
+    @ma.validates_schema
+    def _span(self, data: dict, **_: object) -> None:
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ma.ValidationError("must be later than since", "until")
+
+
+class MessageListSchema(ma.Schema):
+    """A page of the caller's messages, newest first."""
+
+    messages = fields.List(fields.Nested(MessageSchema), required=True)
+    next = fields.String(required=True, allow_none=True, metadata={
+        "description": "the cursor of the next page, or null on the last one"})

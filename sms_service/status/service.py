@@ -9,12 +9,13 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from sms_service import metrics, phone
 from sms_service.exceptions import CallbackRefused, StorageUnavailable
 from sms_service.provider import Provider, StatusUpdate
-from sms_service.status import events, model
+from sms_service.status import events, listing, model
 from sms_service.status.callbacks import TOKEN_PARAMETER, callback_path, callback_token
 from sms_service.storage import Storage
 
@@ -27,7 +28,7 @@ MAX_SID_CHARS = 128
 MAX_WORD_CHARS = 64
 # Fields of a record a caller may read, in the order of the answer.
 PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
-                 "status", "providerStatus", "errorCode", "updatedAt", "history")
+                 "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history")
 
 
 def public_view(record: dict[str, Any], webhooks: bool) -> dict[str, Any]:
@@ -46,6 +47,11 @@ class StatusService:
 
     # Set by the app when STATUS_WEBHOOK_URL is: each status change then also enqueues an event.
     webhooks: Deliverer | None = None
+    # Set by the app: records keep the keyed hash of their receiver, for GET /messages?receiver=.
+    receivers: listing.ReceiverKey | None = None
+    # Set by the app (SPEC section 18): how long after its send the reconciler first looks
+    # at a record (None: records carry no check time).
+    first_check_ms: float | None = None
 
     def __init__(self, provider_name: str, provider: Provider, storage: Storage, ttl_s: float,
                  public_base_url: str | None, callback_secret: str | None) -> None:
@@ -63,8 +69,12 @@ class StatusService:
 
     # -- the send's record (hot path) ----------------------------------------------------
 
-    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str) -> None:
+    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str,
+                    price: tuple[str | None, str | None] = (None, None)) -> None:
         """Store the record of an accepted send before its answer goes out.
+
+        `price` is the send answer's price and currency, as the plugin gave them (either
+        may be None); a readable one goes on the record and into the spend counter.
 
         Never raises for the storage: the SMS has gone, and an error now would invite a
         second one. A record that could not be stored is logged at ERROR.
@@ -77,6 +87,16 @@ class StatusService:
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
         }
+        if self.first_check_ms is not None:
+            record["checkAt"] = math.floor(time.time() * 1000 + self.first_check_ms)  # whole ms
+        priced = model.clean_price(*price)
+        if priced is not None:
+            record["price"], record["priceUnit"] = priced
+        if self.receivers is not None:
+            try:
+                record["receiverHash"] = self.receivers.hash(receiver)
+            except StorageUnavailable:
+                pass  # the record is stored below, or not at all: only its receiver filter is lost
         # A callback that came first makes its event when it is merged here.
         event_id = events.new_event_id() if self.webhooks is not None else None
         try:
@@ -87,6 +107,8 @@ class StatusService:
             log.error("could not store the message record; its status will show only once a callback comes",
                       extra={"sid": answer["sid"], "provider": self.provider_name})
             return
+        if priced is not None:
+            metrics.count_spend(self.provider_name, record["country"], priced[1], priced[0])
         if merged and event_id is not None:
             # The merge may have enqueued an event: deliver it now, not at the next poll.
             self.webhooks.wake()
@@ -104,16 +126,21 @@ class StatusService:
         if self._token is None or not hmac.compare_digest(given, self._token):
             raise CallbackRefused("the callback URL's token is missing or wrong")
 
-    def apply(self, update: StatusUpdate, at: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    def apply(self, update: StatusUpdate, at: str | None = None,
+              source: str | None = None) -> tuple[str | None, dict[str, Any]]:
         """Apply one status update to its record (or keep it as an orphan); log and count it.
 
-        Raises `ValueError` for an update a plugin should not have made, and
-        `StorageUnavailable`.
+        A price it brings goes on a record that has none, and into the spend counter
+        (once per message, whichever report brings it first). `source` marks the history
+        entry (``lookup`` for the reconciler's). Raises `ValueError` for an update a
+        plugin should not have made, and `StorageUnavailable`.
         """
         sid, status = _checked(update)
         provider_status = _word(update.provider_status, "provider_status") or status
         error_code = _word(update.error_code, "error_code")
         new = model.entry(status, provider_status, error_code, at or model.timestamp())
+        if source is not None:
+            new["source"] = source
         receiver = update.receiver if update.receiver and phone.is_e164(update.receiver) else None
         orphan = {"sid": sid, "provider": self.provider_name,
                   "receiver": phone.mask_number(receiver) if receiver else None,
@@ -128,6 +155,9 @@ class StatusService:
         after = record.get("status")
         if after != before:
             metrics.count_delivery_status(self.provider_name, after, record.get("country"))
+        priced = model.clean_price(update.price, update.price_unit)
+        if priced is not None and not record.get("orphan"):
+            self._price(sid, *priced)
         log.info("delivery status", extra={
             "provider": self.provider_name, "sid": sid,
             "receiver": record.get("receiver") or orphan["receiver"],
@@ -135,6 +165,37 @@ class StatusService:
             "error_code": error_code, "orphan": bool(record.get("orphan")),
         })
         return before, record
+
+    def mark_unknown(self, key: str, record: dict[str, Any]) -> None:
+        """Give a record no final report reached in time the final status ``unknown``, with its event.
+
+        The provider's last word stays as it was. Raises `StorageUnavailable`.
+        """
+        new = model.entry(model.UNKNOWN, str(record.get("providerStatus") or model.UNKNOWN),
+                          record.get("errorCode"), model.timestamp())
+        new["source"] = "final_after"
+        orphan = {"sid": record.get("sid"), "provider": record.get("provider"), "receiver": None,
+                  "country": None}
+        event_id = events.new_event_id() if self.webhooks is not None else None
+        before, after = self.storage.guarded(
+            lambda: self.storage.message_update(key, new, orphan, self.ttl_ms, event_id))
+        if after.get("status") == before or after.get("orphan"):
+            return  # final meanwhile, or expired meanwhile (a stray orphan, gone with its TTL)
+        if event_id is not None and events.makes_event(before, after):
+            self.webhooks.wake()
+        provider = str(after.get("provider") or self.provider_name)
+        metrics.count_delivery_status(provider, model.UNKNOWN, after.get("country"))
+        metrics.MADE_UNKNOWN.labels(provider).inc()
+        log.info("delivery status", extra={
+            "provider": provider, "sid": after.get("sid"), "receiver": after.get("receiver"),
+            "old_status": before, "new_status": model.UNKNOWN,
+            "reason": "no final report within MESSAGE_FINAL_AFTER"})
+
+    def _price(self, sid: str, price: str, unit: str) -> None:
+        """Give the record its price; count the spend only if this report was the one that did."""
+        priced = self.storage.guarded(lambda: self.storage.message_price(self._key(sid), price, unit))
+        if priced is not None:
+            metrics.count_spend(self.provider_name, priced.get("country"), unit, price)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -152,6 +213,21 @@ class StatusService:
         if caller is not None and not hmac.compare_digest(str(record.get("owner") or ""), caller):
             return None
         return public_view(record, webhooks=self.webhooks is not None)
+
+    def list(self, caller: str | None, *, receiver: str | None = None, limit: int = listing.DEFAULT_LIMIT,
+             cursor: str | None = None, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the caller's records (all when API_KEYS is off), newest first, and the next cursor.
+
+        `filters` are `Storage.message_list`'s; `receiver` a full E.164 number. Raises
+        `StorageUnavailable`, and ValueError for a cursor that is not one of ours.
+        """
+        if receiver is not None:
+            if self.receivers is None:
+                return [], None
+            filters["receiver_hash"] = self.receivers.hash(receiver)
+        records, following = self.storage.guarded(
+            lambda: self.storage.message_list(caller, limit=limit, cursor=cursor, **filters))
+        return [public_view(record, webhooks=self.webhooks is not None) for record in records], following
 
     def _key(self, sid: str) -> str:
         return f"{self.provider_name}:{sid}"

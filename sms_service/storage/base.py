@@ -286,3 +286,69 @@ class Storage(abc.ABC):
         of the same cost at the same time look alike. Tells whether units were taken
         back.
         """
+
+    # -- message listing and overview (SPEC section 18) --------------------------------
+    #
+    # Every backend keeps an index of its records by owner and time (memory: the records
+    # themselves), so a listing reads one page's worth, never every record. The filters,
+    # the cursor and the overview's sums are sms_service.status.listing's.
+
+    @abc.abstractmethod
+    def message_list(self, owner: str | None, *, status: str | None = None, provider: str | None = None,
+                     template: str | None = None, since_ms: float | None = None,
+                     until_ms: float | None = None, receiver_hash: str | None = None,
+                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """The live records (never orphans) of `owner` (None: every owner), newest first.
+
+        Each filter None matches all; `since_ms` is inclusive, `until_ms` exclusive (the
+        send's time, Unix ms); `template` is the record's ``template.name``. Returns at
+        most `limit` records (as stored, with their ``owner``) and the cursor of the
+        next page, or None when there is none. Raises ValueError for a cursor that is
+        not one of ours.
+        """
+
+    @abc.abstractmethod
+    def message_stats(self, since_ms: float) -> dict[str, Any]:
+        """The overview of every owner's records sent since `since_ms`: `listing.stats_of` of them."""
+
+    @abc.abstractmethod
+    def secret_once(self, name: str, candidate: str) -> str:
+        """The deployment's secret `name`: `candidate` stored if there was none, else the stored one.
+
+        Atomic create-if-absent: every worker and replica gets the same value. Never expires.
+        """
+
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    @abc.abstractmethod
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        """Give the live record under `key` its `price` and `unit`, unless it has a price already.
+
+        Atomic: of two callers bringing a price for one record, exactly one gets the
+        record back (and counts the spend); the other, or a caller finding no record or
+        an orphan, gets None. The record's TTL is left as it is.
+        """
+
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+    #
+    # A record's private ``checkAt`` (Unix ms) says when the reconciler looks at it next
+    # (a lookup, or making it `unknown`), ``lookedAt`` when it last asked the provider.
+    # Every backend keeps an index of the due times (SQLite: message_index.check_at,
+    # Redis: one sorted set), so the reconciler never reads every record.
+
+    @abc.abstractmethod
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        """Set the live record's ``checkAt`` (None: never again) and, when given, ``lookedAt``.
+
+        Orphans and missing records are left alone; the TTL is kept. Tells whether a
+        record was changed.
+        """
+
+    @abc.abstractmethod
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """At most `limit` live records not final whose ``checkAt`` is at or before `now_ms`.
+
+        As `(key, record)`, the longest overdue first. Index entries whose record expired
+        or went final are dropped on the way.
+        """

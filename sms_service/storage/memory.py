@@ -10,7 +10,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from sms_service.status import events, model
+from sms_service.status import events, listing, model
 from sms_service.storage.base import OutboxEvent, Storage
 
 
@@ -38,6 +38,7 @@ class MemoryStorage(Storage):
         self._budgets: dict[str, tuple[deque[tuple[float, int]], int]] = {}
         # Failover circuits: key -> [failures, reset time (0: closed), trial lease end].
         self._circuits: dict[str, list[float]] = {}
+        self._secrets: dict[str, str] = {}
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         with self._lock:
@@ -318,6 +319,66 @@ class MemoryStorage(Storage):
             return True
 
 
+    # -- message listing and overview (SPEC section 18): one process, no index needed ------
+
+    def message_list(self, owner: str | None, *, status: str | None = None, provider: str | None = None,
+                     template: str | None = None, since_ms: float | None = None,
+                     until_ms: float | None = None, receiver_hash: str | None = None,
+                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        after = listing.decode_cursor(cursor) if cursor else None
+        filters = listing.Filters(status, provider, template, since_ms, until_ms, receiver_hash)
+        with self._lock:
+            now = _now_ms()
+            found = [(listing.sent_ms(record), key, record)
+                     for key, (expires, record) in self._messages.items()
+                     if expires > now and (owner is None or record.get("owner") == owner)
+                     and filters.matches(record)]
+        found = sorted((row for row in found if listing.before_cursor(row[0], row[1], after)),
+                       key=lambda row: (row[0], row[1]), reverse=True)[:limit + 1]
+        page = found[:limit]
+        following = listing.encode_cursor(page[-1][0], page[-1][1]) if len(found) > limit else None
+        return [copy.deepcopy(record) for _, _, record in page], following
+
+    def message_stats(self, since_ms: float) -> dict[str, Any]:
+        with self._lock:
+            now = _now_ms()
+            records = [copy.deepcopy(record) for expires, record in self._messages.values()
+                       if expires > now and listing.sent_ms(record) >= since_ms]
+        return listing.stats_of(records)
+
+    def secret_once(self, name: str, candidate: str) -> str:
+        with self._lock:
+            return self._secrets.setdefault(name, candidate)
+
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._live_message(key, _now_ms())
+            if record is None or not model.set_price(record, price, unit):
+                return None
+            return copy.deepcopy(record)
+
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        with self._lock:
+            record = self._live_message(key, _now_ms())
+            if record is None or record.get("orphan"):
+                return False
+            model.schedule(record, check_at_ms, looked_at_ms)
+            return True
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            now = _now_ms()
+            due = [(record["checkAt"], key, record) for key, (expires, record) in self._messages.items()
+                   if expires > now and model.is_due(record, now_ms)]
+            due.sort(key=lambda row: (row[0], row[1]))
+            return [(key, copy.deepcopy(record)) for _, key, record in due[:limit]]
+
+
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
     if not retry_at:
         return "closed", failures, 0
@@ -325,3 +386,4 @@ def _circuit_state(failures: int, retry_at: float, lease_until: float, now: floa
     if wait > 0:
         return "open", failures, max(1, math.ceil(wait))
     return "half-open", failures, 0
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -15,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sms_service.status import events, model
+from sms_service.status import events, listing, model
 from sms_service.storage.base import KEY_PREFIX, OutboxEvent, Storage
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ return 1
 # by the storage conformance suite. Values are JSON strings (never numbers, so cjson
 # keeps them exact); a history is never empty, so cjson never turns it into an object.
 _RULE = """
-local RANK = {queued = 0, sent = 1, delivered = 2, undelivered = 2, failed = 2}
+local RANK = {queued = 0, sent = 1, delivered = 2, undelivered = 2, failed = 2, unknown = 2}
+local REPORTED_FINAL = {delivered = true, undelivered = true, failed = true}
 local MAX_HISTORY = """ + str(model.MAX_HISTORY) + """
 local function apply(record, entry)
   for _, old in ipairs(record.history) do
@@ -116,7 +118,8 @@ local function apply(record, entry)
   record.updatedAt = entry.at
   local current = record.status
   if current == nil or current == cjson.null
-      or (RANK[current] < 2 and RANK[entry.status] >= RANK[current]) then
+      or (RANK[current] < 2 and RANK[entry.status] >= RANK[current])
+      or (current == 'unknown' and REPORTED_FINAL[entry.status]) then
     record.status = entry.status
     record.providerStatus = entry.providerStatus
     record.errorCode = entry.errorCode
@@ -160,7 +163,7 @@ for _, entry in ipairs(old.history) do
 end
 redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[2])
 enqueue(ARGV[3] or '', record, own_status)
-return 2
+return {2, record.status}
 """
 
 _MESSAGE_UPDATE_SCRIPT = _RULE + _ENQUEUE + """
@@ -472,6 +475,10 @@ class RedisStorage(Storage):
         self._circuit_record = register(_CIRCUIT_RECORD_SCRIPT)
         self._circuit_get = register(_CIRCUIT_GET_SCRIPT)
         self._budget_refund = register(_BUDGET_REFUND_SCRIPT)
+        self._index = register(_INDEX_SCRIPT)
+        self._secret = register(_SET_ONCE_SCRIPT)
+        self._price = register(_PRICE_SCRIPT)
+        self._schedule = register(_SCHEDULE_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
@@ -492,16 +499,23 @@ class RedisStorage(Storage):
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
                        event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
-        # The script answers 2 when it merged an orphan in.
+        # The script answers 1 when it stored the record, [2, status] when it merged an orphan in.
         answer = self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
-        return answer == 2
+        if answer == 0:
+            return False
+        status = answer[1].decode() if isinstance(answer, list) else record.get("status")
+        self._index_message(key, {**record, "status": status}, ttl_ms)
+        return isinstance(answer, list)
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
         before, encoded = self._message_update(
             keys=_message_keys(key, event_id),
             args=[json.dumps(entry), json.dumps(orphan), ttl_ms, event_id or ""])
-        return (before.decode() if before else None), _decoded(encoded)
+        before, record = (before.decode() if before else None), _decoded(encoded)
+        if before is not None and record.get("status") != before and not record.get("orphan"):
+            self._index_status(key, record, ttl_ms)
+        return before, record
 
     def message_get(self, key: str) -> dict[str, Any] | None:
         value = self.client.get(f"{KEY_PREFIX}:message:{key}")
@@ -608,6 +622,256 @@ class RedisStorage(Storage):
         # The entry as the spend's script wrote it: Lua prints a whole number of ms as such.
         entry = f"{int(at)}:{cost}"
         return bool(self._budget_refund(keys=_budget_keys(key), args=[entry, cost]))
+
+    # -- message listing and overview (SPEC section 18) --------------------------------
+
+    def _index_message(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        """Index a new record for its owner and for every owner: one round trip (a pipeline)."""
+        self._write_index(key, record, ttl_ms, "add")
+
+    def _index_status(self, key: str, record: dict[str, Any], ttl_ms: int) -> None:
+        """Move a record to its new status's sets: one round trip."""
+        self._write_index(key, record, ttl_ms, "status")
+
+    def _write_index(self, key: str, record: dict[str, Any], ttl_ms: int, mode: str) -> None:
+        status = record.get("status")
+        new_status = _INDEXED_STATUSES.index(status) + 1 if status in _INDEXED_STATUSES else 0
+        score = listing.sent_ms(record)
+        keep = ttl_ms + _INDEX_MARGIN_MS
+        calls = []
+        for owner in {str(record.get("owner") or ""), None}:
+            tag = _index_tag(owner)
+            static = []
+            if mode == "add":
+                static.append(f"{tag}:provider:{record.get('provider')}")
+                if record.get("receiverHash"):
+                    static.append(f"{tag}:rcpt:{record['receiverHash']}")
+                if listing.template_name(record) is not None:
+                    static.append(f"{tag}:tpl:{listing.template_name(record)}")
+            # A new record is in no status set yet: only its own is written.
+            statuses = _INDEXED_STATUSES if mode == "status" else (status,) if new_status else ()
+            keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in statuses)]
+            position = new_status if mode == "status" else 1
+            calls.append((len(keys), *keys, key, score, keep, keep, 2 + len(static), position, mode))
+        try:
+            self._pipeline_index(calls, record.get("checkAt") if mode == "add" else None, key)
+        except (redis.RedisError, OSError) as exc:
+            # The record is stored: only the listing misses it (or shows its old status).
+            log.warning("message listing index not updated", extra={"key": key[:200],
+                                                                     "reason": type(exc).__name__})
+
+    def _pipeline_index(self, calls: list[tuple], check_at: object, key: str) -> None:
+        """Run the index scripts (and the due time) in one round trip.
+
+        EVALSHA straight into the pipeline: redis-py's Script in a pipeline asks SCRIPT
+        EXISTS first, one more round trip per send. A Redis that lost its scripts (a
+        restart) answers NOSCRIPT once: they are loaded and the writes sent again (each
+        is idempotent).
+        """
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(self._index.sha, *call)
+            if isinstance(check_at, int | float):
+                pipe.zadd(DUE_KEY, {key: check_at})  # the reconciler's, in the same round trip
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(_INDEX_SCRIPT)
+
+    def message_list(self, owner: str | None, *, status: str | None = None, provider: str | None = None,
+                     template: str | None = None, since_ms: float | None = None,
+                     until_ms: float | None = None, receiver_hash: str | None = None,
+                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        after = listing.decode_cursor(cursor) if cursor else None
+        filters = listing.Filters(status, provider, template, since_ms, until_ms, receiver_hash)
+        tag = _index_tag(owner)
+        # The most selective set that holds every match; the filters are checked on each record.
+        if receiver_hash is not None:
+            walked = f"{tag}:rcpt:{receiver_hash}"
+        elif template is not None:
+            walked = f"{tag}:tpl:{template}"
+        elif status is not None:
+            walked = f"{tag}:status:{status}"
+        elif provider is not None:
+            walked = f"{tag}:provider:{provider}"
+        else:
+            walked = f"{tag}:by-time"
+        high: float | str = "+inf" if until_ms is None else f"({int(until_ms)}"
+        if after is not None and (until_ms is None or after[0] < until_ms):
+            high = after[0]
+        low = "-inf" if since_ms is None else int(since_ms)
+        found: list[tuple[float, str, dict[str, Any]]] = []
+        offset = 0
+        while len(found) <= limit:
+            batch = self.client.zrevrangebyscore(walked, high, low, start=offset, num=_LIST_BATCH,
+                                                 withscores=True)
+            offset += len(batch)
+            rows = [(member.decode(), score) for member, score in batch
+                    if listing.before_cursor(score, member.decode(), after)]
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in rows:
+                pipe.get(_record_key(key))
+            for (key, score), value in zip(rows, pipe.execute() if rows else [], strict=True):
+                if value is None:
+                    continue  # a dangling entry: the record has expired
+                record = _decoded(value)
+                if (owner is None or record.get("owner") == owner) and filters.matches(record):
+                    found.append((score, key, record))
+            if len(batch) < _LIST_BATCH:
+                break
+        page = found[:limit]
+        following = listing.encode_cursor(page[-1][0], page[-1][1]) if len(found) > limit else None
+        return [record for _, _, record in page], following
+
+    def message_stats(self, since_ms: float) -> dict[str, Any]:
+        keys = self.client.zrangebyscore(f"{_index_tag(None)}:by-time", int(since_ms), "+inf")
+        records = []
+        for start in range(0, len(keys), 500):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[start:start + 500]:
+                pipe.get(_record_key(key.decode()))
+            records += [_decoded(value) for value in pipe.execute() if value is not None]
+        return listing.stats_of([record for record in records if listing.sent_ms(record) >= since_ms])
+
+    def secret_once(self, name: str, candidate: str) -> str:
+        return self._secret(keys=[f"{KEY_PREFIX}:{{secret:{name}}}"], args=[candidate]).decode()
+
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        encoded = self._price(keys=[_record_key(key)], args=[price, unit])
+        return None if encoded is None else _decoded(encoded)
+
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        # Whole ms, as model.schedule keeps them (cjson would round a fraction up).
+        args = ["" if check_at_ms is None else str(math.floor(check_at_ms)),
+                "" if looked_at_ms is None else str(math.floor(looked_at_ms))]
+        if not self._schedule(keys=[_record_key(key)], args=args):
+            return False
+        # The due set is another slot: a separate call, which message_due checks against the record.
+        if check_at_ms is None:
+            self.client.zrem(DUE_KEY, key)
+        else:
+            self.client.zadd(DUE_KEY, {key: math.floor(check_at_ms)})
+        return True
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        due: list[tuple[str, dict[str, Any]]] = []
+        while len(due) < limit:
+            # The due ones found so far stay in the set, first: read past them.
+            rows = self.client.zrangebyscore(DUE_KEY, "-inf", now_ms, start=len(due), num=limit - len(due),
+                                             withscores=True)
+            if not rows:
+                break
+            pipe = self.client.pipeline(transaction=False)
+            for member, _ in rows:
+                pipe.get(_record_key(member.decode()))
+            stale = []
+            for (member, _), value in zip(rows, pipe.execute(), strict=True):
+                record = None if value is None else _decoded(value)
+                if record is not None and model.is_due(record, now_ms):
+                    due.append((member.decode(), record))
+                elif record is not None and isinstance(record.get("checkAt"), int | float) \
+                        and record.get("status") not in model.FINAL:
+                    self.client.zadd(DUE_KEY, {member: record["checkAt"]})  # moved on: its own time
+                else:
+                    stale.append(member)  # expired, final, or never again
+            if stale:
+                self.client.zrem(DUE_KEY, *stale)
+            if len(rows) < limit and not stale:
+                break
+        return due
+
+
+# -- message listing and overview (SPEC section 18) ---------------------------------------
+#
+# Sorted sets of message keys scored by the send's time (Unix ms), per owner under the
+# hash tag {msgidx:<owner>} and for every owner under {msgidx}: by time, and by
+# provider, template, receiver hash and status, so a filter walks only its own set.
+# They are written by a separate call after the record's (a record and its index are
+# on different slots), so a reader skips a member whose record has expired or whose
+# status has moved on; entries a MESSAGE_TTL (and a day) older than a set's newest are
+# trimmed at each write.
+_INDEX_SCRIPT = """
+local member, score, keep, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local first_status, new_status = tonumber(ARGV[5]), tonumber(ARGV[6])
+if ARGV[7] == 'status' and not redis.call('ZSCORE', KEYS[1], member) then
+  return 0  -- trimmed or never indexed: a status change brings back nothing
+end
+for i = 1, #KEYS do
+  if i >= first_status and i - first_status + 1 ~= new_status then
+    redis.call('ZREM', KEYS[i], member)
+  elseif ARGV[7] ~= 'status' or i >= first_status then
+    redis.call('ZADD', KEYS[i], score, member)
+    -- Measured from the set's newest entry, not a clock: a provider's skewed dateEvent
+    -- never makes a live record fall out of its sets.
+    local newest = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')[2]
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (tonumber(newest) - keep))
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
+"""
+_SET_ONCE_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+_INDEXED_STATUSES = model.ALL_STATUSES
+
+# sms_service.status.model.schedule in Lua (ARGV[1] '' is never; ARGV[2] '' leaves lookedAt).
+_SCHEDULE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  return 0
+end
+local record = cjson.decode(existing)
+if record.orphan then
+  return 0
+end
+record.checkAt = ARGV[1] == '' and cjson.null or tonumber(ARGV[1])
+if ARGV[2] ~= '' then
+  record.lookedAt = tonumber(ARGV[2])
+end
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+return 1
+"""
+# The reconciler's due set: message keys by checkAt, under a hash tag of its own.
+DUE_KEY = f"{KEY_PREFIX}:{{reconcile}}:due"
+
+# sms_service.status.model.set_price in Lua: an orphan or a record with a price keeps it.
+_PRICE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  return false
+end
+local record = cjson.decode(existing)
+if record.orphan or (record.price ~= nil and record.price ~= cjson.null) then
+  return false
+end
+record.price = ARGV[1]
+record.priceUnit = ARGV[2]
+local encoded = cjson.encode(record)
+redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
+return encoded
+"""
+_LIST_BATCH = 200
+# Index entries outlive their records by this much (sent times are the provider's clock).
+_INDEX_MARGIN_MS = 86_400_000
+
+
+def _index_tag(owner: str | None) -> str:
+    return f"{KEY_PREFIX}:{{msgidx}}" if owner is None else f"{KEY_PREFIX}:{{msgidx:{owner}}}"
+
+
+def _record_key(key: str) -> str:
+    return f"{KEY_PREFIX}:message:{key}"
 
 
 def _budget_keys(key: str) -> list[str]:

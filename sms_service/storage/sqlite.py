@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sms_service.status import events, model
+from sms_service.status import events, listing, model
 from sms_service.storage.base import OutboxEvent, Storage
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ SWEEP_EVERY_MS = 10_000
 CHECKPOINT_EVERY_S = 1.0
 
 # Stamped in the file (PRAGMA user_version); a change of the tables below is a new version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions a file may have that this one upgrades in place, because the versions between
 # only added tables (CREATE TABLE IF NOT EXISTS below creates them; nothing is altered).
 # A version that alters or drops must bring its own migration step instead.
-_UPGRADABLE_BY_ADDING_TABLES = frozenset({1})
+_UPGRADABLE_BY_ADDING_TABLES = frozenset({1, 2})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS window_buckets (
   key TEXT NOT NULL, bucket INTEGER NOT NULL, hits INTEGER NOT NULL, expires REAL NOT NULL,
@@ -63,7 +63,52 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_created ON webhook_outbox (created);
 CREATE TABLE IF NOT EXISTS circuits (
   key TEXT PRIMARY KEY, failures INTEGER NOT NULL, retry_at REAL NOT NULL, lease_until REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_index (
+  key TEXT PRIMARY KEY, owner TEXT NOT NULL, at INTEGER NOT NULL, status TEXT, provider TEXT,
+  template TEXT, receiver_hash TEXT, country TEXT, check_at REAL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS message_index_owner_at ON message_index (owner, at, key, status, provider);
+CREATE INDEX IF NOT EXISTS message_index_at ON message_index (at, key, status, provider);
+CREATE INDEX IF NOT EXISTS message_index_receiver ON message_index (receiver_hash, at, key)
+  WHERE receiver_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_index_template ON message_index (template, at, key)
+  WHERE template IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_index_check ON message_index (check_at) WHERE check_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+
+# (The time indexes carry status and provider, so those filters read no table row: two
+# more indexes of their own doubled the cost of a send's insert.)
+# The listing's index follows the messages table by triggers: every write of a record
+# (the send's, a callback's, a merge, the sweep's delete) keeps its row right, inside the
+# same statement, so no code path can forget it and /send stays one statement. Orphans
+# are not listed. `at` is the send's dateEvent in Unix ms (julianday keeps the ms);
+# `check_at` is when the reconciler looks next, kept only while the status is not final.
+_INDEX_ROW = """
+INSERT INTO message_index (key, owner, at, status, provider, template, receiver_hash, country, check_at)
+SELECT {row}.key, coalesce(json_extract({row}.value, '$.owner'), ''),
+  coalesce(CAST(round((julianday(json_extract({row}.value, '$.dateEvent')) - 2440587.5) * 86400000.0)
+                AS INTEGER), 0),
+  json_extract({row}.value, '$.status'), json_extract({row}.value, '$.provider'),
+  json_extract({row}.value, '$.template.name'), json_extract({row}.value, '$.receiverHash'),
+  json_extract({row}.value, '$.country'),
+  CASE WHEN json_extract({row}.value, '$.status') IN ('delivered', 'undelivered', 'failed', 'unknown')
+       THEN NULL ELSE json_extract({row}.value, '$.checkAt') END
+{source} WHERE json_extract({row}.value, '$.orphan') IS NULL
+ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, at = excluded.at, status = excluded.status,
+  provider = excluded.provider, template = excluded.template, receiver_hash = excluded.receiver_hash,
+  country = excluded.country, check_at = excluded.check_at
+"""
+# (An upsert, not INSERT OR REPLACE: inside a trigger the outer statement's conflict rule wins.)
+_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS message_index_insert AFTER INSERT ON messages BEGIN "
+    + _INDEX_ROW.format(row="NEW", source="") + "; END",
+    "CREATE TRIGGER IF NOT EXISTS message_index_update AFTER UPDATE OF value ON messages BEGIN "
+    + _INDEX_ROW.format(row="NEW", source="") + "; END",
+    "CREATE TRIGGER IF NOT EXISTS message_index_delete AFTER DELETE ON messages BEGIN "
+    "DELETE FROM message_index WHERE key = OLD.key; END",
+)
+# A file of an older schema gains the index of the records it holds (once, at open).
+_INDEX_BACKFILL = _INDEX_ROW.format(row="messages", source="FROM messages")
 
 
 # Admits a hit by counting it, only while the window's buckets hold fewer than the limit;
@@ -250,6 +295,10 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     # Statement by statement: executescript would commit the open transaction first.
     for statement in filter(str.strip, _SCHEMA.split(";")):
         conn.execute(statement)
+    for trigger in _TRIGGERS:
+        conn.execute(trigger)
+    if upgradable and version != SCHEMA_VERSION:
+        conn.execute(_INDEX_BACKFILL)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -645,6 +694,74 @@ class SqliteStorage(Storage):
         return self._execute(_BUDGET_REFUND, params)[1] == 1
 
 
+    # -- message listing and overview (SPEC section 18) --------------------------------
+
+    def message_list(self, owner: str | None, *, status: str | None = None, provider: str | None = None,
+                     template: str | None = None, since_ms: float | None = None,
+                     until_ms: float | None = None, receiver_hash: str | None = None,
+                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        params: dict[str, Any] = {
+            "owner": owner, "status": status, "provider": provider, "template": template,
+            "since_ms": since_ms, "until_ms": until_ms, "receiver_hash": receiver_hash, "limit": limit + 1}
+        if cursor:
+            params["cursor_at"], params["cursor_key"] = listing.decode_cursor(cursor)
+            params["cursor"] = True
+        where = " AND ".join(clause for name, clause in _LIST_CLAUSES.items() if params.get(name) is not None)
+        rows, _, _ = self._execute(_LIST.format(where=where or "1"), params)
+        page = rows[:limit]
+        following = listing.encode_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None
+        return [json.loads(value) for _, _, value in page], following
+
+    def message_stats(self, since_ms: float) -> dict[str, Any]:
+        rows, _, _ = self._execute(_STATS, {"since_ms": since_ms})
+        return listing.stats_of([json.loads(value) for (value,) in rows])
+
+    def secret_once(self, name: str, candidate: str) -> str:
+        self._execute(_SECRET_ADD, {"name": name, "value": candidate})
+        ((value,),), _, _ = self._execute(_SECRET_GET, {"name": name})
+        return value
+
+    # -- prices (SPEC section 18) -------------------------------------------------------
+
+    def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
+        def priced(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is None:
+                return None
+            record = json.loads(row[0])
+            if not model.set_price(record, price, unit):
+                return None
+            conn.execute(_MESSAGE_KEEP_TTL, {"key": key, "now": now,
+                                             "value": json.dumps(record, separators=(",", ":"))})
+            return record
+
+        return self._transaction(priced)
+
+    # -- the reconciler's schedule (SPEC section 18) -------------------------------------
+
+    def message_schedule(self, key: str, check_at_ms: float | None,
+                         looked_at_ms: float | None = None) -> bool:
+        def scheduled(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+            if row is None:
+                return False
+            record = json.loads(row[0])
+            if record.get("orphan"):
+                return False
+            model.schedule(record, check_at_ms, looked_at_ms)
+            # The trigger moves message_index.check_at with the record.
+            conn.execute(_MESSAGE_KEEP_TTL, {"key": key, "now": now,
+                                             "value": json.dumps(record, separators=(",", ":"))})
+            return True
+
+        return self._transaction(scheduled)
+
+    def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows, _, _ = self._execute(_DUE, {"due": now_ms, "limit": limit})
+        return [(key, record) for key, value in rows
+                if model.is_due(record := json.loads(value), now_ms)]
+
+
 # A refund leaves the buckets that have left the window alone (they count nothing).
 _BUDGET_REFUND = f"""
 UPDATE window_buckets SET hits = max(0, hits - :cost)
@@ -682,3 +799,31 @@ def _budget_answer(rows: list[tuple], params: dict[str, Any], now: float) -> tup
         if left + cost <= limit:
             return max(1, math.ceil((bucket + 1) * size + window - now)), used
     return max(1, window), used
+
+
+# -- message listing and overview (SPEC section 18) ---------------------------------------
+
+# A page is one walk down an index of message_index, newest first, joined to the live
+# records; the filters are fixed clauses (no input is formatted in).
+_LIST_CLAUSES = {
+    "owner": "i.owner = :owner", "status": "i.status = :status", "provider": "i.provider = :provider",
+    "template": "i.template = :template", "since_ms": "i.at >= :since_ms", "until_ms": "i.at < :until_ms",
+    "receiver_hash": "i.receiver_hash = :receiver_hash",
+    "cursor": "(i.at < :cursor_at OR (i.at = :cursor_at AND i.key < :cursor_key))",
+}
+_LIST = """
+SELECT i.at, i.key, m.value FROM message_index i JOIN messages m ON m.key = i.key
+WHERE m.expires > :now AND {where} ORDER BY i.at DESC, i.key DESC LIMIT :limit
+"""
+_STATS = """
+SELECT m.value FROM message_index i JOIN messages m ON m.key = i.key
+WHERE i.at >= :since_ms AND m.expires > :now
+"""
+# The reconciler's due records, one walk down the partial index on check_at.
+_DUE = """
+SELECT i.key, m.value FROM message_index i JOIN messages m ON m.key = i.key
+WHERE i.check_at <= :due AND m.expires > :now ORDER BY i.check_at, i.key LIMIT :limit
+"""
+_SECRET_ADD = "INSERT INTO secrets (name, value) VALUES (:name, :value) ON CONFLICT (name) DO NOTHING"  # noqa: S105
+_SECRET_GET = "SELECT value FROM secrets WHERE name = :name"  # noqa: S105  (SQL, not a secret)
+

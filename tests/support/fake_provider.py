@@ -6,6 +6,10 @@ asked for (`post_status`): Twilio's reports signed with X-Twilio-Signature, Kale
 as JSON to the URL (with its token) the service gave, Vonage's as fake_vonage.py says.
 With `callback_first` set, it
 reports a status before it answers the send, as a provider racing its own answer would.
+
+Twilio's status lookup (`GET .../Messages/{sid}.json`) answers what `lookup_status` says
+for the message (its price in `lookup_price`), or 429 with `lookup_mode`
+``"rate_limited"``; `lookups` keeps when each lookup arrived (monotonic s) and for which sid.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import requests
 from support import fake_vonage
 
 TWILIO_SEND = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
+TWILIO_LOOKUP = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/(SM[0-9a-f]{32})\.json")
 TWILIO_BALANCE = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Balance\.json")
 KALEYRA_SEND = re.compile(r"/v1/([^/]+)/messages")
 
@@ -55,6 +60,10 @@ class FakeProvider:
         self.vonage_signature_method = "md5hash"
         self.vonage_webhook = "POST"  # or "GET", "POST-JSON"
         self.vonage_parts = 1
+        self.lookup_status = "delivered"
+        self.lookup_price: str | None = "-0.00750"
+        self.lookup_mode = "ok"
+        self.lookups: list[tuple[float, str]] = []
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
         self._serve(0)
@@ -109,6 +118,8 @@ class FakeProvider:
             self.early_answers.clear()
             self.vonage_webhook = "POST"
             self.vonage_parts = 1
+            self.lookup_status, self.lookup_price, self.lookup_mode = "delivered", "-0.00750", "ok"
+            self.lookups.clear()
 
     def count(self) -> int:
         with self.lock:
@@ -220,6 +231,10 @@ class _Handler(BaseHTTPRequestHandler):
         getattr(self, f"_{self.fake.mode}")(kind)
 
     def do_GET(self) -> None:
+        lookup = TWILIO_LOOKUP.fullmatch(self.path)
+        if lookup:
+            self._lookup(lookup.group(2))
+            return
         with self.fake.lock:
             self.fake.balance_calls += 1
         if self.fake.balance_status != 200:
@@ -234,6 +249,21 @@ class _Handler(BaseHTTPRequestHandler):
                              "balance": self.fake.balance, "currency": "EUR"})
         else:
             self._json(404, {"message": "no such path"})
+
+    def _lookup(self, sid: str) -> None:
+        with self.fake.lock:
+            self.fake.lookups.append((time.monotonic(), sid))
+            known = any(sent.get("_sid") == sid for sent in self.fake.messages)
+            mode, status, price = self.fake.lookup_mode, self.fake.lookup_status, self.fake.lookup_price
+        if mode == "rate_limited":
+            self._json(429, {"code": 20429, "message": "Too Many Requests", "status": 429},
+                       headers={"Retry-After": self.fake.retry_after})
+        elif not known:
+            self._json(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
+        else:
+            self._json(200, {"sid": sid, "status": status, "error_code": None, "error_message": None,
+                             "num_segments": "1", "price": price, "price_unit": "USD",
+                             "date_updated": email.utils.format_datetime(dt.datetime.now(dt.UTC))})
 
     # -- answers -------------------------------------------------------------------
 

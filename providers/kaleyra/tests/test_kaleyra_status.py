@@ -104,3 +104,8 @@ def test_a_body_that_is_no_report_is_unreadable(provider):
     with pytest.raises(ValueError):
         provider.parse_status_callback(CallbackRequest(url=CALLBACK, headers={}, body=b"hello"))
     assert provider.parse_status_callback(report({"unrelated": 1})) == []
+
+
+def test_kaleyra_cannot_look_messages_up():
+    # No lookup in Kaleyra's API that the plugin uses: the reconciler leaves its records to MESSAGE_FINAL_AFTER.
+    assert not KaleyraProvider.supports_fetch_status()

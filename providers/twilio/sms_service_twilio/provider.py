@@ -107,6 +107,7 @@ class TwilioProvider(Provider):
         base_url = base_url_setting(env, "TWILIO_BASE_URL", DEFAULT_BASE_URL)
         root = f"{base_url}/{API_VERSION}/Accounts/{account_sid}"
         self.messages_url = f"{root}/Messages.json"
+        self.message_url = f"{root}/Messages/{{sid}}.json"
         self.balance_url = f"{root}/Balance.json"
         auth, token = _credentials(env, account_sid, callbacks=callback_url is not None)
         self._verify_token = _Secret(token or "")
@@ -138,12 +139,37 @@ class TwilioProvider(Provider):
         if not isinstance(sid, str) or not sid.strip():
             raise _unreadable(answer, "answer lacks the message id")
         status = data.get("status")
+        price, unit = _price(data.get("price"), data.get("price_unit"))
         return Receipt(
             sid=sid,
             status=status if isinstance(status, str) and status else "queued",
             date_event=_date_created(data.get("date_created")),
             num_segments=_segments(data.get("num_segments")),
+            price=price, price_unit=unit,
         )
+
+    def fetch_status(self, sid: str) -> StatusUpdate:
+        """Read the message `sid` back from Twilio: its status, error code and price.
+
+        Raises `LookupError` when Twilio does not know it (404), `ProviderRateLimited`
+        (HTTP 429 or code 20429: never processed, safe to ask again later), and the same
+        errors as `send` for any other failed call.
+        """
+        if not sid or not sid.isascii() or not sid.isalnum():
+            raise LookupError("not a Twilio message sid")
+        answer = self._http.request("GET", self.message_url.format(sid=sid))
+        if answer.status == 404:
+            raise LookupError("Twilio does not know this message")
+        data = _success_object(answer)
+        word = data.get("status")
+        if not isinstance(word, str) or not word.strip():
+            raise _unreadable(answer, "message lookup lacks a status")
+        word = word.strip().lower()
+        code = data.get("error_code")
+        price, unit = _price(data.get("price"), data.get("price_unit"))
+        return StatusUpdate(sid=sid, status=STATUS_MAP.get(word, "sent"), provider_status=word,
+                            error_code=str(code) if isinstance(code, int | str) and str(code) else None,
+                            price=price, price_unit=unit)
 
     def balance(self) -> Balance:
         """Return the account balance (it can be negative).
@@ -178,8 +204,11 @@ class TwilioProvider(Provider):
         if word in INBOUND_STATUSES:
             return []
         code = request.value("ErrorCode")
+        # Twilio adds Price and PriceUnit to some status callbacks; most carry none.
+        price, unit = _price(request.value("Price"), request.value("PriceUnit"))
         return [StatusUpdate(sid=sid, status=STATUS_MAP.get(word, "sent"), provider_status=word,
-                             error_code=code or None, receiver=request.value("To"))]
+                             error_code=code or None, receiver=request.value("To"),
+                             price=price, price_unit=unit)]
 
     def parse_inbound(self, request: CallbackRequest) -> list[InboundMessage]:
         """Verify ``X-Twilio-Signature`` and read the message a person sent to our number.
@@ -371,6 +400,15 @@ def _date_created(value: object) -> dt.datetime:
         if when is not None and when >= EARLIEST:
             return when
     return dt.datetime.now(dt.UTC)
+
+
+def _price(value: object, unit: object) -> tuple[str | None, str | None]:
+    """Twilio's price (a negative string such as ``"-0.00750"``, null until known) as the
+    plugin API wants it: the digits as written, sign dropped, with its currency."""
+    amount = _decimal(value)
+    if amount is None or not isinstance(value, str) or not isinstance(unit, str) or not unit.strip():
+        return None, None
+    return value.strip().lstrip("-"), unit.strip().upper()
 
 
 def _decimal(value: object) -> Decimal | None:
