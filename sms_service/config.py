@@ -355,7 +355,11 @@ def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
     if "_" in host or not text.isascii() or any(c.isspace() for c in text):
         # Twilio refuses callback URLs with an underscore in the host.
         raise ConfigError(f"{name} must be plain ASCII, with no spaces and no underscore in the host")
-    return text.rstrip("/")
+    # Normalised here, once: the scheme in lower case, no trailing slash. Nothing else
+    # changes (the host keeps its case, an explicit port stays): providers sign the
+    # callback URL exactly as it is given, and it is built from this one string both to
+    # ask for callbacks and to check their signatures.
+    return parts.scheme + text[len(parts.scheme):].rstrip("/")
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
