@@ -372,15 +372,27 @@ def _one_line(text: str) -> str:
     return text
 
 
+def message_id(raw: str) -> str:
+    """The one id of a Kaleyra message: `raw` trimmed, without a recipient's ``:<part>`` suffix.
+
+    The send's answer may name the message (``<uuid>``) or only its recipient's part
+    (``data[0].message_id``: ``<uuid>:1``), and reports name either: the record is stored
+    under this id and every report is matched under it. An id that is nothing but a
+    suffix is kept whole.
+    """
+    text = raw.strip()
+    return _PART_SUFFIX.sub("", text) or text
+
+
 def _message_id(data: dict[str, Any]) -> str | None:
-    """Return ``id``, else ``data[0].message_id``; None when neither is a usable string."""
+    """`message_id` of ``id``, else of ``data[0].message_id``; None when neither is a usable string."""
     candidates: list[object] = [data.get("id")]
     records = data.get("data")
     if isinstance(records, list) and records and isinstance(records[0], dict):
         candidates.append(records[0].get("message_id"))
     for value in candidates:
         if isinstance(value, str) and value.strip() and value.isprintable():
-            return value.strip()
+            return message_id(value)
     return None
 
 
@@ -465,7 +477,7 @@ def _report(report: dict[str, Any]) -> StatusUpdate | None:
     if number is not None and not number.startswith("+"):
         number = "+" + number  # Kaleyra writes numbers without the plus
     code = _first(report, CODE_FIELDS)
-    return StatusUpdate(sid=_PART_SUFFIX.sub("", sid), status=normalise(word), provider_status=word,
+    return StatusUpdate(sid=message_id(sid), status=normalise(word), provider_status=word,
                         error_code=code, receiver=number,
                         opted_out=any(_is_opt_out(value) for value in (code, word)))
 
