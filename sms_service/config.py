@@ -43,6 +43,8 @@ class Settings:
     provider_timeout: float = 10
     allowed_countries: frozenset[str] | None = None
     blocked_number_types: frozenset[str] = frozenset({"PREMIUM_RATE", "SHARED_COST"})
+    # SPEC section 21: non-geographic calling codes (+881, +882, +979...) are refused unless this is on.
+    allow_international_networks: bool = False
     balance_check: bool = False
     idempotency_ttl: float = 86_400
     api_keys: tuple[str, ...] = ()
@@ -97,6 +99,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
         allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
         blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
+        allow_international_networks=_bool(env, "ALLOW_INTERNATIONAL_NETWORKS", False),
         balance_check=_bool(env, balance_variable(provider), False),
         idempotency_ttl=_positive_number(env, "IDEMPOTENCY_TTL", 86_400),
         api_keys=_api_keys(env, "API_KEYS"),
