@@ -118,6 +118,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+# A provider's variables whose names hold one of these words are credentials.
+_SECRET_WORDS = ("SECRET", "TOKEN", "KEY", "PASSWORD")
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every configured secret, for scrubbing text that leaves the service.
+
+    The service's own (CALLBACK_SECRET, STATUS_WEBHOOK_SECRET, API keys) and each
+    provider's ``<NAME>_*`` variables whose names say secret, token, key or password.
+    """
+    values = [settings.callback_secret, settings.status_webhook_secret,
+              *settings.api_keys, *settings.admin_api_keys]
+    prefixes = tuple(re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_"
+                     for name in settings.providers or (settings.provider,))
+    for name, value in settings.env.items():
+        if name.startswith(prefixes) and any(word in name[name.index("_"):] for word in _SECRET_WORDS):
+            values.append(value.strip())
+    return tuple(v for v in values if v)
+
+
 _FAILOVER_VARIABLES = ("FAILOVER_FAILURE_THRESHOLD", "FAILOVER_RESET_AFTER")
 MAX_FAILOVER_RESET_MS = 86_400_000
 

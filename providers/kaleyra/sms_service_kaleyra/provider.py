@@ -26,6 +26,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.scrub import Scrubber, scrub_error
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class KaleyraProvider(Provider):
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
         api_key = _token(env, "KALEYRA_API_KEY")
+        self._scrubber = Scrubber([callback_url, api_key])
         self.sid = _token(env, "KALEYRA_SID")
         base_url = base_url_setting(env, "KALEYRA_BASE_URL", DEFAULT_BASE_URL)
         quoted_sid = urllib.parse.quote(self.sid, safe="")
@@ -123,6 +125,15 @@ class KaleyraProvider(Provider):
         connection: nothing was sent), `ProviderUnavailable` (5xx, connection lost, not
         JSON, or no message id) or `ProviderTimeout`.
         """
+        try:
+            return self._send(message)
+        except ProviderError as exc:
+            # An answer may echo what it was sent: the callback URL (its token forges
+            # callbacks) or a credential never reach an error text.
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _send(self, message: Message) -> Receipt:
         form = {"to": message.receiver, "sender": message.sender, "body": message.body}
         if self.sms_type:
             form["type"] = self.sms_type
@@ -160,6 +171,13 @@ class KaleyraProvider(Provider):
         `ProviderUnavailable` (any other failure, or no readable amount at
         ``KALEYRA_BALANCE_FIELD``) or `ProviderTimeout`.
         """
+        try:
+            return self._balance()
+        except ProviderError as exc:
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _balance(self) -> Balance:
         answer = self._http.request("GET", self.balance_url)
         if not 200 <= answer.status < 300:
             raise _balance_error(answer)
