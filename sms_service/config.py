@@ -56,6 +56,7 @@ class Settings:
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = field(default=None, repr=False)
     status_webhook_retry_for_ms: float = 86_400_000
+    status_webhook_max_backlog: int = 100_000
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Failover (SPEC section 13): every provider of SERVICE_PROVIDER, in order (the
     # first is `provider`), with its own balance check; and the circuit breakers' settings.
@@ -401,6 +402,9 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secr
 WEBHOOK_SECRET_MIN_BYTES = 24
 # The retries of one event stop after this long at most: a mistyped "30d" is not meant.
 WEBHOOK_RETRY_FOR_MAX_MS = 7 * 86_400_000
+# Events waiting in the outbox, at most: beyond it the oldest are dropped. A hundred
+# million records would be gigabytes in any storage: a typo, not a plan.
+WEBHOOK_MAX_BACKLOG_LIMIT = 100_000_000
 
 
 def _status_webhook(env: Mapping[str, str]) -> dict[str, object]:
@@ -419,8 +423,12 @@ def _status_webhook(env: Mapping[str, str]) -> dict[str, object]:
     if retry_for < 1000 or retry_for > WEBHOOK_RETRY_FOR_MAX_MS:
         raise ConfigError(f"STATUS_WEBHOOK_RETRY_FOR must be between 1s and 7d, "
                           f"got {_raw(env, 'STATUS_WEBHOOK_RETRY_FOR', '24h')!r}")
+    max_backlog = _positive_int(env, "STATUS_WEBHOOK_MAX_BACKLOG", 100_000)
+    if max_backlog > WEBHOOK_MAX_BACKLOG_LIMIT:
+        raise ConfigError(f"STATUS_WEBHOOK_MAX_BACKLOG must be at most {WEBHOOK_MAX_BACKLOG_LIMIT}, "
+                          f"got {max_backlog}")
     return {"status_webhook_url": url, "status_webhook_secret": secret,
-            "status_webhook_retry_for_ms": retry_for}
+            "status_webhook_retry_for_ms": retry_for, "status_webhook_max_backlog": max_backlog}
 
 
 def _webhook_url(env: Mapping[str, str], name: str) -> str | None:
