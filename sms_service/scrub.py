@@ -60,4 +60,7 @@ def scrub_error(exc: Exception, scrubber: Scrubber) -> Exception:
     if isinstance(message, str):
         exc.message = scrubber.scrub(message)
     exc.args = tuple(scrubber.scrub(a) if isinstance(a, str) else a for a in exc.args)
+    code = getattr(exc, "provider_code", None)
+    if isinstance(code, str):  # a provider's code is its text too, and it is logged
+        exc.provider_code = scrubber.scrub(code)
     return exc

@@ -135,3 +135,11 @@ def test_the_scrubber(text, expected):
 def test_the_scrubber_ignores_short_and_empty_texts():
     # A two-letter "secret" would eat every word it is part of.
     assert Scrubber(["", "ab", None]).scrub("abc ab") == "abc ab"
+
+
+def test_a_provider_code_holding_the_token_is_scrubbed_too():
+    from sms_service.scrub import scrub_error
+
+    exc = MessageRejected(f"no {TOKEN}", provider_code=f"E-{TOKEN}")
+    scrub_error(exc, Scrubber([CALLBACK]))
+    assert (exc.message, exc.provider_code, str(exc)) == ("no [redacted]", "E-[redacted]", "no [redacted]")
