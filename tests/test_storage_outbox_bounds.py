@@ -160,8 +160,7 @@ def _inflow(storage, prefix: str, per_s: float, seconds: float, backlog: list[in
         time.sleep(max(0.0, started + n / per_s - time.monotonic()))
 
 
-def test_with_a_hanging_receiver_and_a_steady_inflow_the_backlog_stays_bounded(hanging, caplog):
-    storage = open_storage("memory://")
+def test_with_a_hanging_receiver_and_a_steady_inflow_the_backlog_stays_bounded(hanging, caplog, storage):
     before = metrics.WEBHOOK_DROPPED.labels("expired")._value.get()
     # Two threads, both soon held by the hanging receiver for 5 s each; 40 events a second.
     deliverer = Deliverer(storage, WebhookClient(hanging.url, SECRET, 2, "t"), retry_for_ms=1_000,
@@ -175,7 +174,8 @@ def test_with_a_hanging_receiver_and_a_steady_inflow_the_backlog_stays_bounded(h
             count = storage.webhook_stats()[0]
     finally:
         deliverer.stop(timeout=0.5)
-    sent = 40 * 6
+    sent = len(backlog)  # events made (about 240; fewer when the machine is slow)
+    assert sent >= 100
     # Without bounds every event stays (about 240). With them, only events younger than
     # the 1 s retry period (about 40), plus a poll's and a busy machine's slack, plus the
     # two in flight.
@@ -191,8 +191,7 @@ def test_with_a_hanging_receiver_and_a_steady_inflow_the_backlog_stays_bounded(h
     assert len(hanging.attempts) <= 2 * 2 + 2  # drops spend no attempt
 
 
-def test_the_cap_holds_with_a_long_retry_period(hanging):
-    storage = open_storage("memory://")
+def test_the_cap_holds_with_a_long_retry_period(hanging, storage):
     deliverer = Deliverer(storage, WebhookClient(hanging.url, SECRET, 2, "t"), retry_for_ms=86_400_000,
                           threads=2, poll_s=0.2, max_backlog=30)
     deliverer.start()
@@ -231,3 +230,14 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
+
+
+def test_the_cap_counts_held_events_but_drops_only_free_ones(storage):
+    for i in range(4):
+        _event(storage, f"l{i}")
+        time.sleep(0.01)
+    held = storage.webhook_claim(2, 30_000)  # the two oldest, in flight
+    assert [e.id for e in held] == ["evt_l0", "evt_l1"]
+    got = storage.webhook_claim(0, 30_000, max_backlog=3)
+    assert [(e.id, e.dropped) for e in got] == [("evt_l2", "backlog")]
+    assert storage.webhook_stats()[0] == 3

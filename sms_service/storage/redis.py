@@ -288,13 +288,13 @@ local function drop(id, reason)
   local f = redis.call('HMGET', hash, 'key', 'record', 'attempts', 'created', 'lease')
   local due = tonumber(redis.call('ZSCORE', KEYS[1], id))
   if f[5] and f[5] ~= '' and due and due > now then
-    return
+    return false
   end
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   redis.call('DEL', hash)
   if not f[1] then
-    return
+    return true
   end
   local ok, event = pcall(cjson.decode, f[2])
   local status = (ok and type(event) == 'table' and event.status) or cjson.null
@@ -313,6 +313,7 @@ local function drop(id, reason)
   end
   local created = tonumber(f[4])
   dropped[#dropped + 1] = {id, f[1], f[2], f[3], created and tostring(now - created) or '', '', reason}
+  return true
 end
 local batch = tonumber(ARGV[6])
 if ARGV[4] ~= '' then
@@ -323,9 +324,19 @@ if ARGV[4] ~= '' then
 end
 if ARGV[5] ~= '' then
   local over = math.min(redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]), batch - #dropped)
-  if over > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
-      drop(id, 'backlog')
+  -- The oldest events not held by an attempt: those held are skipped and stay.
+  local skipped = 0
+  while over > 0 do
+    local oldest = redis.call('ZRANGE', KEYS[2], skipped, skipped + over - 1)
+    if #oldest == 0 then
+      break
+    end
+    for _, id in ipairs(oldest) do
+      if drop(id, 'backlog') then
+        over = over - 1
+      else
+        skipped = skipped + 1
+      end
     end
   end
 end
