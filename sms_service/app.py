@@ -141,7 +141,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     if settings.status_webhook_url and settings.status_webhook_secret:
         services.webhooks = make_deliverer(
             storage, settings.status_webhook_url, settings.status_webhook_secret,
-            settings.status_webhook_retry_for_ms, user_agent=f"sms-service/{_version()}")
+            settings.status_webhook_retry_for_ms, user_agent=f"sms-service/{_version()}",
+            max_backlog=settings.status_webhook_max_backlog)
         for route in failover.routes:  # every provider's records make events
             route.status.webhooks = services.webhooks
         if not settings.shared_storage:

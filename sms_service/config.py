@@ -43,6 +43,8 @@ class Settings:
     provider_timeout: float = 10
     allowed_countries: frozenset[str] | None = None
     blocked_number_types: frozenset[str] = frozenset({"PREMIUM_RATE", "SHARED_COST"})
+    # SPEC section 21: non-geographic calling codes (+881, +882, +979...) are refused unless this is on.
+    allow_international_networks: bool = False
     balance_check: bool = False
     idempotency_ttl: float = 86_400
     api_keys: tuple[str, ...] = ()
@@ -54,6 +56,7 @@ class Settings:
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = field(default=None, repr=False)
     status_webhook_retry_for_ms: float = 86_400_000
+    status_webhook_max_backlog: int = 100_000
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Failover (SPEC section 13): every provider of SERVICE_PROVIDER, in order (the
     # first is `provider`), with its own balance check; and the circuit breakers' settings.
@@ -103,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
         allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
         blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
+        allow_international_networks=_bool(env, "ALLOW_INTERNATIONAL_NETWORKS", False),
         balance_check=_bool(env, balance_variable(provider), False),
         idempotency_ttl=_positive_number(env, "IDEMPOTENCY_TTL", 86_400),
         api_keys=_api_keys(env, "API_KEYS"),
@@ -144,6 +148,26 @@ def _delivery_truth(env: Mapping[str, str]) -> dict[str, float | None]:
         raise ConfigError(f"MESSAGE_FINAL_AFTER must be at most MESSAGE_TTL ({ttl_ms / 1000:g} s): a record "
                           f"must still be there to become unknown, got {given!r}")
     return {"reconcile_after_ms": after, "reconcile_rate": rate, "message_final_after_ms": final_after}
+
+
+# A provider's variables whose names hold one of these words are credentials.
+_SECRET_WORDS = ("SECRET", "TOKEN", "KEY", "PASSWORD")
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every configured secret, for scrubbing text that leaves the service.
+
+    The service's own (CALLBACK_SECRET, STATUS_WEBHOOK_SECRET, API keys) and each
+    provider's ``<NAME>_*`` variables whose names say secret, token, key or password.
+    """
+    values = [settings.callback_secret, settings.status_webhook_secret,
+              *settings.api_keys, *settings.admin_api_keys]
+    prefixes = tuple(re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_"
+                     for name in settings.providers or (settings.provider,))
+    for name, value in settings.env.items():
+        if name.startswith(prefixes) and any(word in name[name.index("_"):] for word in _SECRET_WORDS):
+            values.append(value.strip())
+    return tuple(v for v in values if v)
 
 
 _FAILOVER_VARIABLES = ("FAILOVER_FAILURE_THRESHOLD", "FAILOVER_RESET_AFTER")
@@ -386,7 +410,11 @@ def _public_base_url(env: Mapping[str, str], name: str) -> str | None:
     if "_" in host or not text.isascii() or any(c.isspace() for c in text):
         # Twilio refuses callback URLs with an underscore in the host.
         raise ConfigError(f"{name} must be plain ASCII, with no spaces and no underscore in the host")
-    return text.rstrip("/")
+    # Normalised here, once: the scheme in lower case, no trailing slash. Nothing else
+    # changes (the host keeps its case, an explicit port stays): providers sign the
+    # callback URL exactly as it is given, and it is built from this one string both to
+    # ask for callbacks and to check their signatures.
+    return parts.scheme + text[len(parts.scheme):].rstrip("/")
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
@@ -405,6 +433,9 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secr
 WEBHOOK_SECRET_MIN_BYTES = 24
 # The retries of one event stop after this long at most: a mistyped "30d" is not meant.
 WEBHOOK_RETRY_FOR_MAX_MS = 7 * 86_400_000
+# Events waiting in the outbox, at most: beyond it the oldest are dropped. A hundred
+# million records would be gigabytes in any storage: a typo, not a plan.
+WEBHOOK_MAX_BACKLOG_LIMIT = 100_000_000
 
 
 def _status_webhook(env: Mapping[str, str]) -> dict[str, object]:
@@ -423,8 +454,12 @@ def _status_webhook(env: Mapping[str, str]) -> dict[str, object]:
     if retry_for < 1000 or retry_for > WEBHOOK_RETRY_FOR_MAX_MS:
         raise ConfigError(f"STATUS_WEBHOOK_RETRY_FOR must be between 1s and 7d, "
                           f"got {_raw(env, 'STATUS_WEBHOOK_RETRY_FOR', '24h')!r}")
+    max_backlog = _positive_int(env, "STATUS_WEBHOOK_MAX_BACKLOG", 100_000)
+    if max_backlog > WEBHOOK_MAX_BACKLOG_LIMIT:
+        raise ConfigError(f"STATUS_WEBHOOK_MAX_BACKLOG must be at most {WEBHOOK_MAX_BACKLOG_LIMIT}, "
+                          f"got {max_backlog}")
     return {"status_webhook_url": url, "status_webhook_secret": secret,
-            "status_webhook_retry_for_ms": retry_for}
+            "status_webhook_retry_for_ms": retry_for, "status_webhook_max_backlog": max_backlog}
 
 
 def _webhook_url(env: Mapping[str, str], name: str) -> str | None:

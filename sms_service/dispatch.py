@@ -39,6 +39,9 @@ class Dispatcher:
         `owner`, the caller's key identity) under the provider that sent it before this
         returns. Raises a `GuardRejection`, `StorageUnavailable` or `ProviderError`.
         """
+        # The number the guards judge is the number the plugin gets (the plugin API says
+        # canonical E.164): "+4407911123456" is sent as "+447911123456".
+        receiver = phone.canonical(receiver)
         segments = count_segments(body)
         # Guards once per request, whatever the number of providers tried; then the
         # providers in failover order, each with its own balance check and circuit.
@@ -82,6 +85,7 @@ class Dispatcher:
         before a provider's send call: a `GuardRejection`, `StorageUnavailable`, or the
         failure of every provider when none is usable (circuits open, balances empty).
         """
+        receiver = phone.canonical(receiver)
         segments = count_segments(body)
         self.guards.admit(receiver, segments.count, consume=False)
         route = self.failover.first_usable()

@@ -21,7 +21,7 @@ from typing import Any
 
 from sms_service import metrics
 from sms_service.circuit import Admission, Circuit
-from sms_service.config import Settings
+from sms_service.config import Settings, secret_values
 from sms_service.exceptions import (
     BalanceExhausted,
     BalanceUnavailable,
@@ -32,6 +32,7 @@ from sms_service.exceptions import (
     SmsServiceError,
 )
 from sms_service.provider import Message, Provider, Receipt
+from sms_service.scrub import Scrubber, scrub_error
 from sms_service.status.service import StatusService
 from sms_service.storage import Storage
 
@@ -52,6 +53,9 @@ class Route:
     status: StatusService | None = None
     circuit: Circuit | None = None
     callback_url: str | None = None
+    # Removes the callback URL, its token and every configured secret from this
+    # provider's error texts before anyone (caller, log) sees them.
+    scrubber: Scrubber | None = None
     # Label children bound once: looking them up costs a lock and a dict per call.
     accepted: Any = None
     segments: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +64,8 @@ class Route:
     def __post_init__(self) -> None:
         if self.callback_url is None and self.provider.supports_status():
             self.callback_url = getattr(self.provider, "callback_url", None)
+        if self.scrubber is None:
+            self.scrubber = Scrubber([self.callback_url])
         self.accepted = metrics.MESSAGES_ACCEPTED.labels(self.name)
         self.segments = {enc: metrics.SEGMENTS.labels(self.name, enc) for enc in ("GSM-7", "UCS-2")}
 
@@ -82,6 +88,7 @@ class Route:
         try:
             balance = self.provider.balance()
         except ProviderError as exc:
+            scrub_error(exc, self.scrubber)
             raise BalanceUnavailable(f"provider balance could not be read: {exc.message}") from None
         if balance.amount <= 0:
             raise BalanceExhausted("provider balance is exhausted; no message was sent")
@@ -184,6 +191,9 @@ class Failover:
             receipt = route.provider.send(message)
         except ProviderError as exc:
             route.observe(exc.reason, started)
+            # The one place every plugin's error passes: a provider may echo the callback
+            # URL (its token forges callbacks) or a credential.
+            scrub_error(exc, route.scrubber)
             raise
         except Exception:
             route.observe("plugin_error", started)
@@ -225,6 +235,7 @@ def build_failover(settings: Settings, providers: dict[str, Provider], storage: 
     keeps its path exactly as it was, with no storage operation added.
     """
     several = len(providers) > 1
+    secrets = secret_values(settings)
     lease_ms = (2 * settings.provider_timeout + TRIAL_LEASE_MARGIN_S) * 1000
     routes = []
     for name, provider in providers.items():
@@ -234,5 +245,6 @@ def build_failover(settings: Settings, providers: dict[str, Provider], storage: 
         circuit = Circuit(name, storage, settings.failover_failure_threshold,
                           settings.failover_reset_after_ms, lease_ms) if several else None
         balance_check = settings.balance_checks.get(name, settings.balance_check if first else False)
-        routes.append(Route(name, provider, balance_check, status, circuit))
+        url = getattr(provider, "callback_url", None) if provider.supports_status() else None
+        routes.append(Route(name, provider, balance_check, status, circuit, url, Scrubber([*secrets, url])))
     return Failover(routes)

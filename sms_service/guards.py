@@ -90,10 +90,16 @@ class Guards:
             )
 
     def check_destination(self, receiver: str) -> None:
-        """Refuse a receiver outside ALLOWED_COUNTRIES or of a blocked number type.
+        """Refuse a receiver of an international network (unless allowed), outside
+        ALLOWED_COUNTRIES, or of a blocked number type.
 
         Raises `DestinationRefused`.
         """
+        if not self.settings.allow_international_networks:
+            code = phone.international_network_code(receiver)
+            if code is not None:
+                raise DestinationRefused(
+                    f"receiver: numbers of international networks (+{code}) are not allowed")
         allowed = self.settings.allowed_countries
         if allowed is not None:
             region = phone.region_of(receiver)

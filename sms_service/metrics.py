@@ -131,6 +131,13 @@ WEBHOOK_ATTEMPTS = Counter(
 WEBHOOK_EXHAUSTED = Counter(
     "sms_webhook_exhausted_total", "Status webhook events dropped after their last retry",
 )
+WEBHOOK_DROP_REASONS = ("expired", "backlog")
+WEBHOOK_DROPPED = Counter(
+    "sms_webhook_dropped_total",
+    "Status webhook events dropped unsent: past their retry period (expired) or beyond the "
+    "outbox's cap (backlog)",
+    ["reason"],
+)
 # The outbox is the deployment's, read by every worker's deliverer about once a second:
 # the figure last read by a live worker is the one to show.
 WEBHOOK_BACKLOG = Gauge(

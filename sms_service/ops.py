@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from sms_service import lifecycle, metrics
-from sms_service.exceptions import ProviderError, StorageUnavailable
+from sms_service.balance_cache import balance_state
+from sms_service.exceptions import StorageUnavailable
 
 bp = Blueprint("ops", __name__, url_prefix="/-")
 
@@ -74,11 +75,15 @@ def _providers(services: Any, checks: dict[str, str]) -> list[dict[str, object]]
         if route.balance_check:
             # One provider keeps the check's name of before failover existed.
             key = "provider_balance" if len(routes) == 1 else f"provider_balance:{route.name}"
+            # Read at most once per 30 s for the whole deployment (balance_cache.py): this
+            # route is open to anyone, and each read spends the provider account's quota.
             try:
-                amount = route.provider.balance().amount
-                checks[key], entry["balance"] = "OK", "OK" if amount > 0 else "empty"
-            except ProviderError:
-                checks[key] = entry["balance"] = "KO"
+                state = balance_state(services.storage, route.name, route.provider.balance,
+                                      services.settings.provider_timeout + 1)
+            except StorageUnavailable:
+                state = "unknown"
+            entry["balance"] = state
+            checks[key] = "OK" if state in ("OK", "empty") else "KO"
         listed.append(entry)
     if len(routes) > 1:
         checks["providers"] = "KO" if all(e["circuit"] == "open" for e in listed) else "OK"

@@ -21,6 +21,12 @@ NUMBER_TYPES = {
 }
 _TYPE_NAMES = {value: name for name, value in NUMBER_TYPES.items()}
 
+# Calling codes of no country (SPEC section 21): universal freephone and shared cost (800,
+# 808), Inmarsat (870), universal personal (878), satellite (881), international networks
+# (882, 883), humanitarian (888) and international premium rate (979). Few legitimate
+# receivers, classic targets of international revenue share fraud.
+NON_GEOGRAPHIC_CODES = frozenset({800, 808, 870, 878, 881, 882, 883, 888, 979})
+
 
 def is_e164(text: str) -> bool:
     """Tell whether `text` is strictly ``+`` and 2 to 15 digits, no leading zero."""
@@ -85,6 +91,12 @@ def country_calling_code(number: str) -> int | None:
     """Calling code of a number (``1`` for ``+1...``), None when unknown."""
     parsed = parse(number)
     return parsed.country_code if parsed is not None else None
+
+
+def international_network_code(number: str) -> int | None:
+    """The calling code of a number of no country (``881`` for ``+8816...``), else None."""
+    code = country_calling_code(number)
+    return code if code in NON_GEOGRAPHIC_CODES else None
 
 
 def mask_number(number: str) -> str:

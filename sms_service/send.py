@@ -7,10 +7,11 @@ import logging
 import flask_smorest
 from flask import Response, abort, current_app, g, jsonify, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
 
 from sms_service.errors import ServiceBlueprint, error_body, status_for
 from sms_service.exceptions import SmsServiceError, StorageUnavailable, proves_nothing_sent
-from sms_service.idempotency import Idempotency, StoredAnswer
+from sms_service.idempotency import KEY_PATTERN, Idempotency, StoredAnswer
 from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema, ReceiptSchema, SendRequestSchema, load_send_request
 
@@ -39,13 +40,55 @@ ERROR_STATUSES = {
 
 
 @bp.before_request
-def guard_before_parsing() -> None:
-    """Check the API key, count the request against the global limit, insist on JSON."""
+def guard_send_before_parsing() -> Response | None:
+    """As `guard_before_parsing`, with a known Idempotency-Key answer replayed before any guard."""
+    return guard_before_parsing(idempotent=True)
+
+
+def guard_before_parsing(idempotent: bool = False) -> Response | None:
+    """Check the API key, count the request against the global limit, insist on JSON.
+
+    With `idempotent` (/send; /estimate reserves nothing), an Idempotency-Key is looked up
+    first: a stored answer is replayed at once. Raises the refusal of each step.
+    """
     services = current_app.extensions["sms_service"]
     g.caller = services.authorize(request.headers.get("Authorization"))
-    services.guards.check_rate_limit()
+    replay = _reserve_key(services) if idempotent else None
+    if replay is not None:
+        return replay
+    try:
+        services.guards.check_rate_limit()
+    except SmsServiceError:
+        if g.get("reservation") is not None:
+            # Refused before anything could be sent: the key is free for the retry.
+            _settle(lambda: services.idempotency.release(g.reservation))
+        raise
     if request.mimetype != "application/json":
         abort(415)
+    return None
+
+
+def _reserve_key(services) -> Response | None:
+    """Before every guard: replay the stored answer of this Idempotency-Key, or reserve it.
+
+    A replay costs nothing (no rate-limit slot). A key still pending answers 409 (raised),
+    one used with another request 422. A request whose key or body is not readable takes
+    the ordinary way (rate limit, then 400), so the SPEC's order holds for everything
+    that is not a replay.
+    """
+    header = request.headers.get("Idempotency-Key")
+    if header is None or request.mimetype != "application/json" or KEY_PATTERN.fullmatch(header) is None:
+        return None
+    try:
+        payload = _payload()
+    except HTTPException:
+        return None
+    known = services.idempotency.begin(header, g.get("caller") or "", payload)
+    if isinstance(known, StoredAnswer):
+        g.outcome = "idempotent_replay"
+        return _replay(known)
+    g.payload, g.reservation = payload, known
+    return None
 
 
 def _documented(*decorators):
@@ -86,16 +129,16 @@ IDEMPOTENCY_HEADER = {
 )
 def send() -> Response:
     """Send one SMS through the configured provider."""
-    payload = _payload()
     services = current_app.extensions["sms_service"]
-    header = request.headers.get("Idempotency-Key")
-    if header is None:
-        return _sent(*services.dispatcher.send(**payload, owner=g.get("caller") or ""))
-    key = Idempotency.check_key(header)
-    known = services.idempotency.begin(key, g.get("caller") or "", payload)
-    if isinstance(known, StoredAnswer):
-        g.outcome = "idempotent_replay"
-        return _replay(known)
+    known = g.get("reservation")  # reserved before the guards (guard_before_parsing)
+    if known is None:
+        payload = _payload()
+        header = request.headers.get("Idempotency-Key")
+        if header is None:
+            return _sent(*services.dispatcher.send(**payload, owner=g.get("caller") or ""))
+        Idempotency.check_key(header)  # raises: a readable key was reserved before the guards
+        raise RuntimeError("an Idempotency-Key was neither refused nor reserved")
+    payload = g.payload
     try:
         receipt, log_fields = services.dispatcher.send(**payload, owner=g.get("caller") or "")
     except SmsServiceError as exc:

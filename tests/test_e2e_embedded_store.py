@@ -71,9 +71,11 @@ def test_idempotency_records_and_the_rate_limit_survive_a_restart(fake_provider_
         sent = first.send(payload, headers=key)
         assert sent.status_code == 200
     with _serve(env) as second:
-        replay = second.send(payload, headers=key)
-        again = second.send(message())  # the third request of the minute, across the restart
+        replay = second.send(payload, headers=key)  # a replay takes no rate-limit slot (issue 22)
+        other = second.send(message())  # the second request of the minute
+        again = second.send(message())  # the third, across the restart
     assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == sent.json()
+    assert other.status_code == 200
     assert again.status_code == 429 and "rate limit" in again.json()["message"]
-    assert fake_provider.count() == 1
+    assert fake_provider.count() == 2

@@ -391,11 +391,11 @@ def test_the_deliverer_survives_a_surprise_and_a_storage_outage(receiver, caplog
     real_claim = storage.webhook_claim
     failures = iter([ValueError("an unreadable row"), OSError("storage down")])
 
-    def claim(limit, lease_ms):
+    def claim(*args):
         failure = next(failures, None)
         if failure is not None:
             raise failure
-        return real_claim(limit, lease_ms)
+        return real_claim(*args)
 
     storage.webhook_claim = claim
     deliverer = _deliverer(storage, receiver.url, poll_s=0.1)

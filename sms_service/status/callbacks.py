@@ -19,6 +19,11 @@ def callback_path(provider_name: str) -> str:
     return f"/callbacks/{quote(provider_name, safe='')}/status"
 
 
+def status_url(public_base_url: str, provider_name: str) -> str:
+    """The public URL of a provider's status callbacks, without token: the one given and checked."""
+    return public_base_url + callback_path(provider_name)
+
+
 def callback_token(secret: str, provider_name: str) -> str:
     """The secret token of one provider's callback URL, derived from CALLBACK_SECRET.
 
@@ -37,7 +42,7 @@ def callback_url(settings: Settings, provider_cls: type[Provider]) -> str | None
     """
     if not settings.public_base_url or not provider_cls.supports_status():
         return None
-    url = settings.public_base_url + callback_path(settings.provider)
+    url = status_url(settings.public_base_url, settings.provider)
     if provider_cls.signs_callbacks(settings.env):
         return url
     if not settings.callback_secret:

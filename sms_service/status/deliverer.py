@@ -46,10 +46,12 @@ class Deliverer:
     """Delivers one worker's share of the outbox until `stop`."""
 
     def __init__(self, storage: Storage, client: WebhookClient, retry_for_ms: float,
-                 threads: int = THREADS, lease_ms: int = LEASE_MS, poll_s: float = POLL_S) -> None:
+                 threads: int = THREADS, lease_ms: int = LEASE_MS, poll_s: float = POLL_S,
+                 max_backlog: int | None = None) -> None:
         self.storage = storage
         self.client = client
         self.retry_for_ms = retry_for_ms
+        self.max_backlog = max_backlog
         self.threads = threads
         self.lease_ms = lease_ms
         self.poll_s = poll_s
@@ -167,13 +169,22 @@ class Deliverer:
         """Claim as many due events as there are free threads and start them; False when none is free."""
         with self._lock:
             free = self.threads - self._in_flight
-        if free <= 0 or self._pool is None:
+        if self._pool is None:
             return False
+        # With every thread busy (a receiver that hangs), the claim still runs, for nothing
+        # but the bounds: expired events and those beyond the cap leave the outbox anyway.
         try:
-            claimed = self.storage.guarded(lambda: self.storage.webhook_claim(free, self.lease_ms))
+            claimed = self.storage.guarded(lambda: self.storage.webhook_claim(
+                max(0, free), self.lease_ms, self.retry_for_ms, self.max_backlog))
         except StorageUnavailable:
             self._complain("status webhook outbox unreadable; delivery waits for the storage")
             return True
+        dropped = [event for event in claimed if event.dropped]
+        if dropped:
+            self._report_dropped(dropped)
+            claimed = [event for event in claimed if not event.dropped]
+        if free <= 0:
+            return False
         for event in claimed:
             with self._lock:
                 self._in_flight += 1
@@ -183,6 +194,15 @@ class Deliverer:
             except RuntimeError:  # the pool is shutting down: the lease brings the event back
                 self._done(None)
         return True
+
+    def _report_dropped(self, dropped: list[OutboxEvent]) -> None:
+        for event in dropped:
+            metrics.WEBHOOK_DROPPED.labels(event.dropped).inc()
+            why = "its retry period passed" if event.dropped == "expired" else "the outbox was full"
+            log.error(f"status webhook event dropped unsent: {why}",
+                      extra={"sid": event.record.get("sid"), "webhook_id": event.id,
+                             "attempts": event.attempts, "reason": event.dropped})
+        self._refresh_gauges()  # the backlog gauge shows the outbox as the bounds left it
 
     def _refresh_gauges(self) -> None:
         try:
@@ -240,7 +260,8 @@ class Deliverer:
 
 
 def make_deliverer(storage: Storage, url: str, secret: str, retry_for_ms: float,
-                   user_agent: str) -> Deliverer:
+                   user_agent: str, max_backlog: int | None = None) -> Deliverer:
     """The deliverer of one worker, not started (see `Deliverer.start`)."""
-    return Deliverer(storage, WebhookClient(url, secret, THREADS, user_agent), retry_for_ms)
+    return Deliverer(storage, WebhookClient(url, secret, THREADS, user_agent), retry_for_ms,
+                     max_backlog=max_backlog)
 

@@ -36,6 +36,13 @@ def snapshot(record: Record) -> Record:
     return {name: value for name, value in record.items() if name not in PRIVATE_FIELDS}
 
 
+def dropped_failure(event_id: str, status: object, attempts: int, reason: str, at: str) -> dict[str, Any]:
+    """The ``webhookFailures`` entry of an event the outbox dropped unsent: `reason` is
+    ``expired`` (its STATUS_WEBHOOK_RETRY_FOR passed) or ``backlog`` (the outbox was full)."""
+    return {"webhookId": event_id, "status": status, "attempts": attempts, "lastResult": None,
+            "reason": reason, "at": at}
+
+
 def add_failure(record: Record, failure: dict[str, Any]) -> None:
     """Append an exhausted event's `failure` to the record, keeping the last few."""
     failures = record.get("webhookFailures")

@@ -16,7 +16,7 @@ from sms_service import metrics, phone
 from sms_service.exceptions import CallbackRefused, StorageUnavailable
 from sms_service.provider import Provider, StatusUpdate
 from sms_service.status import events, listing, model
-from sms_service.status.callbacks import TOKEN_PARAMETER, callback_path, callback_token
+from sms_service.status.callbacks import TOKEN_PARAMETER, callback_token, status_url
 from sms_service.storage import Storage
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class StatusService:
         self.ttl_ms = math.ceil(ttl_s * 1000)
         # Callbacks are on when the plugin was given a URL (PUBLIC_BASE_URL and support).
         self.enabled = getattr(provider, "callback_url", None) is not None and provider.supports_status()
-        self.public_url = (public_base_url or "") + callback_path(provider_name)
+        self.public_url = status_url(public_base_url or "", provider_name)
         self._token = (
             None if provider.callbacks_signed or not callback_secret
             else callback_token(callback_secret, provider_name).encode()

@@ -37,6 +37,14 @@ class OutboxEvent:
     attempts: int
     age_ms: float
     lease: str
+    # Set when the claim dropped the event instead of claiming it (issue 22): "expired"
+    # or "backlog". A dropped event is gone already; it is returned to be logged and counted.
+    dropped: str | None = None
+
+
+# The most events one claim drops: a claim stays one short step however far behind the
+# outbox is; the next claims (about once a second per worker) drop the rest.
+OUTBOX_DROP_BATCH = 1000
 
 
 class Storage(abc.ABC):
@@ -192,8 +200,17 @@ class Storage(abc.ABC):
     # out, and another claims it again. It leaves when delivered or exhausted.
 
     @abc.abstractmethod
-    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+    def webhook_claim(self, limit: int, lease_ms: int, retry_for_ms: float | None = None,
+                      max_backlog: int | None = None) -> list[OutboxEvent]:
         """Claim at most `limit` due events, oldest due first, each for `lease_ms`.
+
+        Bounds first (issue 22), in the same call: with `retry_for_ms`, every event
+        created longer ago than that is dropped; with `max_backlog`, the oldest events
+        beyond that many are dropped. A drop spends no attempt, appends a
+        `events.dropped_failure` to the message record's ``webhookFailures`` in the same
+        atomic step, and never touches an event under a live lease (an attempt in
+        flight). At most `OUTBOX_DROP_BATCH` drops per call. Dropped events are returned
+        too, with `OutboxEvent.dropped` set, for the caller to log and count.
 
         Atomic: two claims never get the same event while its lease runs. Nothing due
         costs one cheap read (every worker polls about once a second). An event whose

@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any
 
 from sms_service.status import events, listing, model
+from sms_service.storage import base
 from sms_service.storage.base import OutboxEvent, Storage
 
 
@@ -221,9 +222,11 @@ class MemoryStorage(Storage):
         self._outbox[event_id] = {"key": key, "record": copy.deepcopy(events.snapshot(record)),
                                   "created": now, "due": now, "attempts": 0, "lease": ""}
 
-    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+    def webhook_claim(self, limit: int, lease_ms: int, retry_for_ms: float | None = None,
+                      max_backlog: int | None = None) -> list[OutboxEvent]:
         with self._lock:
             now = _now_ms()
+            dropped = self._drop_beyond_bounds(now, retry_for_ms, max_backlog)
             due = sorted((event["due"], event_id) for event_id, event in self._outbox.items()
                          if event["due"] <= now)[:limit]
             claimed = []
@@ -232,7 +235,41 @@ class MemoryStorage(Storage):
                 event["due"], event["lease"] = now + lease_ms, uuid.uuid4().hex
                 claimed.append(OutboxEvent(event_id, event["key"], copy.deepcopy(event["record"]),
                                            event["attempts"], now - event["created"], event["lease"]))
-            return claimed
+            return dropped + claimed
+
+    def _drop_beyond_bounds(self, now: float, retry_for_ms: float | None,
+                            max_backlog: int | None) -> list[OutboxEvent]:
+        # Under the caller's lock. The dict keeps creation order (events are never put back).
+        def free(event: dict[str, Any]) -> bool:
+            return not (event["lease"] and event["due"] > now)  # no attempt in flight
+
+        chosen: list[tuple[str, str]] = []
+        if retry_for_ms is not None:
+            for event_id, event in self._outbox.items():
+                if now - event["created"] < retry_for_ms or len(chosen) >= base.OUTBOX_DROP_BATCH:
+                    break
+                if free(event):
+                    chosen.append((event_id, "expired"))
+        if max_backlog is not None:
+            over = len(self._outbox) - len(chosen) - max_backlog
+            taken = {event_id for event_id, _ in chosen}
+            for event_id, event in self._outbox.items():
+                if over <= 0 or len(chosen) >= base.OUTBOX_DROP_BATCH:
+                    break
+                if event_id not in taken and free(event):
+                    chosen.append((event_id, "backlog"))
+                    over -= 1
+        dropped = []
+        at = model.timestamp()
+        for event_id, reason in chosen:
+            event = self._outbox.pop(event_id)
+            record = self._live_message(event["key"], now)
+            if record is not None:
+                events.add_failure(record, events.dropped_failure(
+                    event_id, event["record"].get("status"), event["attempts"], reason, at))
+            dropped.append(OutboxEvent(event_id, event["key"], copy.deepcopy(event["record"]),
+                                       event["attempts"], now - event["created"], "", reason))
+        return dropped
 
     def webhook_delivered(self, event_id: str) -> bool:
         with self._lock:

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sms_service.status import events, listing, model
+from sms_service.storage import base
 from sms_service.storage.base import KEY_PREFIX, OutboxEvent, Storage
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,73 @@ return 0
 # are named from their ids inside the scripts (one Redis, never a cluster).
 
 _OUTBOX_CLAIM_SCRIPT = _NOW + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+-- Bounds (issue 22), before the claim: events past their retry period (ARGV[4] ms, or '')
+-- and the oldest beyond the cap (ARGV[5], or ''), at most ARGV[6] of them, are dropped
+-- unless an attempt holds them (a live lease); each drop goes into its record's
+-- webhookFailures (at ARGV[7]). KEYS[2] is the creation index. Answers {claimed, dropped}.
+local dropped = {}
+local function drop(id, reason)
+  local hash = '""" + OUTBOX_EVENT_PREFIX + """' .. id
+  local f = redis.call('HMGET', hash, 'key', 'record', 'attempts', 'created', 'lease')
+  local due = tonumber(redis.call('ZSCORE', KEYS[1], id))
+  if f[5] and f[5] ~= '' and due and due > now then
+    return false
+  end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('DEL', hash)
+  if not f[1] then
+    return true
+  end
+  local ok, event = pcall(cjson.decode, f[2])
+  local status = (ok and type(event) == 'table' and event.status) or cjson.null
+  local existing = redis.call('GET', f[1])
+  if existing then
+    local record = cjson.decode(existing)
+    if type(record.webhookFailures) ~= 'table' then
+      record.webhookFailures = {}
+    end
+    table.insert(record.webhookFailures, {webhookId = id, status = status, attempts = tonumber(f[3]) or 0,
+                                          lastResult = cjson.null, reason = reason, at = ARGV[7]})
+    while #record.webhookFailures > """ + str(events.MAX_WEBHOOK_FAILURES) + """ do
+      table.remove(record.webhookFailures, 1)
+    end
+    redis.call('SET', f[1], cjson.encode(record), 'KEEPTTL')
+  end
+  local created = tonumber(f[4])
+  dropped[#dropped + 1] = {id, f[1], f[2], f[3], created and tostring(now - created) or '', '', reason}
+  return true
+end
+local batch = tonumber(ARGV[6])
+if ARGV[4] ~= '' then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, batch)
+  for _, id in ipairs(old) do
+    drop(id, 'expired')
+  end
+end
+if ARGV[5] ~= '' then
+  local over = math.min(redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]), batch - #dropped)
+  -- The oldest events not held by an attempt: those held are skipped and stay.
+  local skipped = 0
+  while over > 0 do
+    local oldest = redis.call('ZRANGE', KEYS[2], skipped, skipped + over - 1)
+    if #oldest == 0 then
+      break
+    end
+    for _, id in ipairs(oldest) do
+      if drop(id, 'backlog') then
+        over = over - 1
+      else
+        skipped = skipped + 1
+      end
+    end
+  end
+end
+-- The claim itself, as before the bounds.
+local ids = {}
+if tonumber(ARGV[1]) > 0 then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+end
 local claimed = {}
 for i, id in ipairs(ids) do
   local hash = '""" + OUTBOX_EVENT_PREFIX + """' .. id
@@ -298,7 +365,7 @@ for i, id in ipairs(ids) do
     claimed[#claimed + 1] = {id, fields[1], fields[2], fields[3], age, lease}
   end
 end
-return claimed
+return {claimed, dropped}
 """
 
 _OUTBOX_DELIVERED_SCRIPT = """
@@ -565,9 +632,16 @@ class RedisStorage(Storage):
 
     # -- status webhook outbox (SPEC section 11) -----------------------------------------
 
-    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
-        rows = self._outbox_claim(keys=[OUTBOX_DUE_KEY], args=[limit, lease_ms, os.urandom(12).hex()])
-        claimed = []
+    def webhook_claim(self, limit: int, lease_ms: int, retry_for_ms: float | None = None,
+                      max_backlog: int | None = None) -> list[OutboxEvent]:
+        # The bounds ride in the claim's own script (issue 22): one round trip, as before.
+        rows, dropped_rows = self._outbox_claim(
+            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY],
+            args=[limit, lease_ms, os.urandom(12).hex(),
+                  "" if retry_for_ms is None else int(retry_for_ms),
+                  "" if max_backlog is None else max_backlog,
+                  base.OUTBOX_DROP_BATCH, model.timestamp()])
+        claimed = self._dropped_events(dropped_rows)
         for event_id, key, record, attempts, age, lease in rows:
             try:
                 message_key = key.decode().removeprefix(f"{KEY_PREFIX}:message:")
@@ -580,6 +654,19 @@ class RedisStorage(Storage):
                 log.error("status webhook event unreadable: removed from the outbox",
                           extra={"webhook_id": event_id.decode("utf-8", "replace")[:100]})
         return claimed
+
+    @staticmethod
+    def _dropped_events(rows: list) -> list[OutboxEvent]:
+        dropped = []
+        for event_id, key, record, attempts, age, _, reason in rows:
+            try:
+                message_key = key.decode().removeprefix(f"{KEY_PREFIX}:message:")
+                dropped.append(OutboxEvent(event_id.decode(), message_key, _decoded(record),
+                                           int(attempts or 0), float(age or 0), "", reason.decode()))
+            except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+                log.error("status webhook event unreadable: removed from the outbox",
+                          extra={"webhook_id": event_id.decode("utf-8", "replace")[:100]})
+        return dropped
 
     def webhook_delivered(self, event_id: str) -> bool:
         return bool(self._outbox_delivered(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sms_service.status import events, listing, model
+from sms_service.storage import base
 from sms_service.storage.base import OutboxEvent, Storage
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,24 @@ UPDATE webhook_outbox SET due = :now + :lease_ms, lease = lower(hex(randomblob(1
 WHERE id IN (SELECT id FROM webhook_outbox WHERE due <= :now ORDER BY due LIMIT :limit)
 RETURNING id, message_key, record, attempts,
   CASE WHEN typeof(created) IN ('real', 'integer') THEN :now - created END, lease
+"""
+# Bounds (issue 22): events past their retry period, and the oldest beyond the cap, are
+# dropped by a claim unless an attempt holds them (a live lease). Each step reads an index.
+_OUTBOX_ANY_BEYOND = """
+SELECT EXISTS (SELECT 1 FROM webhook_outbox WHERE created <= :now - :retry_for),
+       EXISTS (SELECT 1 FROM webhook_outbox ORDER BY created LIMIT 1 OFFSET :cap)
+"""
+_OUTBOX_DROP_EXPIRED = """
+DELETE FROM webhook_outbox WHERE id IN (
+  SELECT id FROM webhook_outbox WHERE created <= :now - :retry_for AND NOT (lease != '' AND due > :now)
+  ORDER BY created LIMIT :batch)
+RETURNING id, message_key, record, attempts, :now - created
+"""
+_OUTBOX_COUNT = "SELECT count(*) FROM webhook_outbox"
+_OUTBOX_DROP_OLDEST = """
+DELETE FROM webhook_outbox WHERE id IN (
+  SELECT id FROM webhook_outbox WHERE NOT (lease != '' AND due > :now) ORDER BY created LIMIT :over)
+RETURNING id, message_key, record, attempts, :now - created
 """
 _OUTBOX_DELIVERED = "DELETE FROM webhook_outbox WHERE id = :id"
 _OUTBOX_DROP = "DELETE FROM webhook_outbox WHERE id = :id AND lease = :lease"
@@ -581,10 +600,12 @@ class SqliteStorage(Storage):
 
     # -- status webhook outbox (SPEC section 11) -----------------------------------------
 
-    def webhook_claim(self, limit: int, lease_ms: int) -> list[OutboxEvent]:
+    def webhook_claim(self, limit: int, lease_ms: int, retry_for_ms: float | None = None,
+                      max_backlog: int | None = None) -> list[OutboxEvent]:
+        dropped = self._drop_beyond_bounds(retry_for_ms, max_backlog)
         # Every worker polls: nothing due costs one read, never the write lock.
-        if not self._execute(_OUTBOX_ANY_DUE, {})[0]:
-            return []
+        if limit <= 0 or not self._execute(_OUTBOX_ANY_DUE, {})[0]:
+            return dropped
         rows, _, _ = self._execute(_OUTBOX_CLAIM, {"limit": limit, "lease_ms": lease_ms})
         claimed = []
         for event_id, key, record, attempts, age, lease in rows:
@@ -595,7 +616,51 @@ class SqliteStorage(Storage):
                 # Removed under our own lease: no other worker holds it now.
                 self._execute(_OUTBOX_DROP, {"id": event_id, "lease": lease})
                 _log_unreadable_event(event_id)
-        return claimed
+        return dropped + claimed
+
+    def _drop_beyond_bounds(self, retry_for_ms: float | None, max_backlog: int | None) -> list[OutboxEvent]:
+        if retry_for_ms is None and max_backlog is None:
+            return []
+        # Within bounds (nearly always): one read, never the write lock.
+        bounds = {"retry_for": math.inf if retry_for_ms is None else retry_for_ms,
+                  "cap": -1 if max_backlog is None else max_backlog}
+        ((expired, over),), _, _ = self._execute(_OUTBOX_ANY_BEYOND, bounds)
+        if not (expired and retry_for_ms is not None) and not (over and max_backlog is not None):
+            return []
+
+        def drop(conn: sqlite3.Connection, now: float) -> list[OutboxEvent]:
+            rows: list[tuple[tuple, str]] = []
+            if retry_for_ms is not None:
+                found = conn.execute(_OUTBOX_DROP_EXPIRED, {"now": now, "retry_for": retry_for_ms,
+                                                            "batch": base.OUTBOX_DROP_BATCH}).fetchall()
+                rows += [(row, "expired") for row in found]
+            if max_backlog is not None and len(rows) < base.OUTBOX_DROP_BATCH:
+                (count,) = conn.execute(_OUTBOX_COUNT).fetchone()
+                excess = min(count - max_backlog, base.OUTBOX_DROP_BATCH - len(rows))
+                if excess > 0:
+                    found = conn.execute(_OUTBOX_DROP_OLDEST, {"now": now, "over": excess}).fetchall()
+                    rows += [(row, "backlog") for row in found]
+            return [self._dropped(conn, now, row, reason) for row, reason in rows]
+
+        return [event for event in self._transaction(drop) if event is not None]
+
+    @staticmethod
+    def _dropped(conn: sqlite3.Connection, now: float, row: tuple, reason: str) -> OutboxEvent | None:
+        """Mark one dropped event's record, inside the drop's transaction; its OutboxEvent."""
+        event_id, key, value, attempts, age = row
+        try:
+            record = _outbox_record(value)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            _log_unreadable_event(event_id)
+            return None
+        message = conn.execute(_MESSAGE_READ, {"key": key, "now": now}).fetchone()
+        if message is not None:
+            stored = json.loads(message[0])
+            events.add_failure(stored, events.dropped_failure(
+                str(event_id), record.get("status"), int(attempts), reason, model.timestamp()))
+            conn.execute(_MESSAGE_KEEP_TTL, {"key": key, "now": now,
+                                             "value": json.dumps(stored, separators=(",", ":"))})
+        return OutboxEvent(str(event_id), str(key), record, int(attempts), float(age or 0), "", reason)
 
     def webhook_delivered(self, event_id: str) -> bool:
         return self._execute(_OUTBOX_DELIVERED, {"id": event_id})[1] == 1

@@ -26,6 +26,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.scrub import Scrubber, scrub_error
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class KaleyraProvider(Provider):
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
         api_key = _token(env, "KALEYRA_API_KEY")
+        self._scrubber = Scrubber([callback_url, api_key])
         self.sid = _token(env, "KALEYRA_SID")
         base_url = base_url_setting(env, "KALEYRA_BASE_URL", DEFAULT_BASE_URL)
         quoted_sid = urllib.parse.quote(self.sid, safe="")
@@ -123,6 +125,15 @@ class KaleyraProvider(Provider):
         connection: nothing was sent), `ProviderUnavailable` (5xx, connection lost, not
         JSON, or no message id) or `ProviderTimeout`.
         """
+        try:
+            return self._send(message)
+        except ProviderError as exc:
+            # An answer may echo what it was sent: the callback URL (its token forges
+            # callbacks) or a credential never reach an error text.
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _send(self, message: Message) -> Receipt:
         form = {"to": message.receiver, "sender": message.sender, "body": message.body}
         if self.sms_type:
             form["type"] = self.sms_type
@@ -160,6 +171,13 @@ class KaleyraProvider(Provider):
         `ProviderUnavailable` (any other failure, or no readable amount at
         ``KALEYRA_BALANCE_FIELD``) or `ProviderTimeout`.
         """
+        try:
+            return self._balance()
+        except ProviderError as exc:
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _balance(self) -> Balance:
         answer = self._http.request("GET", self.balance_url)
         if not 200 <= answer.status < 300:
             raise _balance_error(answer)
@@ -372,15 +390,27 @@ def _one_line(text: str) -> str:
     return text
 
 
+def message_id(raw: str) -> str:
+    """The one id of a Kaleyra message: `raw` trimmed, without a recipient's ``:<part>`` suffix.
+
+    The send's answer may name the message (``<uuid>``) or only its recipient's part
+    (``data[0].message_id``: ``<uuid>:1``), and reports name either: the record is stored
+    under this id and every report is matched under it. An id that is nothing but a
+    suffix is kept whole.
+    """
+    text = raw.strip()
+    return _PART_SUFFIX.sub("", text) or text
+
+
 def _message_id(data: dict[str, Any]) -> str | None:
-    """Return ``id``, else ``data[0].message_id``; None when neither is a usable string."""
+    """`message_id` of ``id``, else of ``data[0].message_id``; None when neither is a usable string."""
     candidates: list[object] = [data.get("id")]
     records = data.get("data")
     if isinstance(records, list) and records and isinstance(records[0], dict):
         candidates.append(records[0].get("message_id"))
     for value in candidates:
         if isinstance(value, str) and value.strip() and value.isprintable():
-            return value.strip()
+            return message_id(value)
     return None
 
 
@@ -465,7 +495,7 @@ def _report(report: dict[str, Any]) -> StatusUpdate | None:
     if number is not None and not number.startswith("+"):
         number = "+" + number  # Kaleyra writes numbers without the plus
     code = _first(report, CODE_FIELDS)
-    return StatusUpdate(sid=_PART_SUFFIX.sub("", sid), status=normalise(word), provider_status=word,
+    return StatusUpdate(sid=message_id(sid), status=normalise(word), provider_status=word,
                         error_code=code, receiver=number,
                         opted_out=any(_is_opt_out(value) for value in (code, word)))
 

@@ -35,6 +35,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.scrub import Scrubber, scrub_error
 from sms_service_twilio import signature
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class TwilioProvider(Provider):
         self.message_url = f"{root}/Messages/{{sid}}.json"
         self.balance_url = f"{root}/Balance.json"
         auth, token = _credentials(env, account_sid, callbacks=callback_url is not None)
+        self._scrubber = Scrubber([callback_url, token, auth[1]])
         self._verify_token = _Secret(token or "")
         self._http = ProviderHTTP(
             NAME,
@@ -130,6 +132,15 @@ class TwilioProvider(Provider):
         sent), `ProviderUnavailable` (5xx, connection lost, or an answer without a
         message id) or `ProviderTimeout`.
         """
+        try:
+            return self._send(message)
+        except ProviderError as exc:
+            # An answer may echo what it was sent: the callback URL (its token forges
+            # callbacks) or a credential never reach an error text.
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _send(self, message: Message) -> Receipt:
         form = {"To": message.receiver, "From": message.sender, "Body": message.body}
         if message.status_callback:
             form["StatusCallback"] = message.status_callback
@@ -177,6 +188,13 @@ class TwilioProvider(Provider):
         Raises `ProviderUnavailable` when the answer has no readable balance, and the
         same errors as `send` for a failed call.
         """
+        try:
+            return self._balance()
+        except ProviderError as exc:
+            scrub_error(exc, self._scrubber)
+            raise
+
+    def _balance(self) -> Balance:
         answer = self._http.request("GET", self.balance_url)
         data = _success_object(answer)
         amount = _decimal(data.get("balance"))

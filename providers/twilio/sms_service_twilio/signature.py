@@ -35,14 +35,20 @@ def body_hash(body: bytes) -> str:
 
 
 def url_variants(url: str) -> tuple[str, str]:
-    """The URL without its port, and with its port (the scheme's default when it has none)."""
+    """The URL without its port, and with its port (the scheme's default when it has none).
+
+    Nothing else changes: Twilio signs the URL exactly as it was given, so the host keeps
+    its case (``urlsplit().hostname`` would lower-case it, and every signature over
+    ``https://SMS.Example.com/...`` would fail).
+    """
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    userinfo = parts.netloc.rpartition("@")[0]
-    prefix = f"{userinfo}@" if userinfo else ""
-    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    prefix = userinfo + at
+    if hostport.startswith("["):  # an IPv6 literal keeps its brackets
+        host = hostport[: hostport.find("]") + 1]
+    else:
+        host = hostport.partition(":")[0]
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
     without = urlunsplit(parts._replace(netloc=prefix + host))
     with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}")) if port else without
     return without, with_port

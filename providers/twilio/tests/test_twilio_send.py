@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -258,3 +259,17 @@ def test_send_is_never_repeated_after_a_failure(provider, message):
         with pytest.raises(ProviderUnavailable):
             provider.send(message)
         assert len(http.calls) == 1
+
+
+def test_an_error_echoing_the_callback_url_or_the_token_is_scrubbed(token_env, http, message):
+    callback = "https://SMS.Example.com/callbacks/twilio/status"
+    provider = TwilioProvider(token_env, timeout=5, callback_url=callback)
+    message = dataclasses.replace(message, status_callback=callback)
+    reason = f"The StatusCallback URL {callback} is not valid (token {AUTH_TOKEN})"
+    http.add(responses.POST, MESSAGES_URL, status=400, json=error_body(21609, reason, 400))
+    with pytest.raises(MessageRejected) as caught:
+        provider.send(message)
+    provider.close()
+    assert caught.value.message == "twilio error 21609: The StatusCallback URL [redacted] is not valid " \
+                                   "(token [redacted])"
+    assert callback not in str(caught.value)

@@ -214,3 +214,13 @@ def test_api_key_sends_and_auth_token_verifies_when_callbacks_are_on(key_env, ht
     assert provider.parse_status_callback(form_callback(fields("sent")))[0].status == "sent"
     assert AUTH_TOKEN not in repr(provider) + str(vars(provider))
     provider.close()
+
+
+def test_the_host_keeps_its_case_in_both_port_variants():
+    # Twilio signs the URL as it was given: lower-casing the host made every check fail.
+    url = "https://SMS.Example.com/Prefix/callbacks/twilio/status?a=B"
+    assert signature.url_variants(url) == (url, url.replace(".com/", ".com:443/"))
+    assert signature.url_variants("http://[::1]:8080/x") == ("http://[::1]/x", "http://[::1]:8080/x")
+    signed = signature.compute(PUBLISHED_TOKEN, url, PUBLISHED_PARAMS)
+    assert signature.is_valid(PUBLISHED_TOKEN, url, PUBLISHED_PARAMS, signed)
+    assert not signature.is_valid(PUBLISHED_TOKEN, url.lower(), PUBLISHED_PARAMS, signed)
