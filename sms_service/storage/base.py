@@ -152,7 +152,7 @@ class Storage(abc.ABC):
         """Run a storage operation, turning any storage failure into `StorageUnavailable`."""
         try:
             return call()
-        except (redis.RedisError, sqlite3.Error, OSError) as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException, sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"shared storage is unavailable ({type(exc).__name__}); nothing was sent"
             ) from None
@@ -286,3 +286,10 @@ class Storage(abc.ABC):
         of the same cost at the same time look alike. Tells whether units were taken
         back.
         """
+
+    # -- Sentinel and Cluster (SPEC section 19) -----------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Where the data lives now, for check-config and the check-up: Redis names its
+        topology and its primary. Raises the storage's own errors when it cannot be asked."""
+        return {}
