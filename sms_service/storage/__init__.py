@@ -1,8 +1,9 @@
 """Shared state of the guards and records, chosen by STORAGE_URI: one module per backend.
 
 `sqlite:///path` (the default: one host, any number of workers, kept across restarts),
-`memory://` (one process: tests and trials) and `redis://` (several hosts) implement the
-same operations with the same semantics (`base.Storage`).
+`memory://` (one process: tests and trials) and `redis://` (several hosts; also through
+Sentinel or on a Cluster) implement the same operations with the same semantics
+(`base.Storage`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def open_storage(uri: str) -> Storage:
 
 def connect_storage(settings: Settings) -> Storage:
     """Open the storage of `settings`; raises `ConfigError` naming STORAGE_URI when it cannot."""
+    if settings.redis_topology is not None:  # read once, by the configuration
+        return RedisStorage(settings.redis_topology)
     try:
         return open_storage(settings.storage_uri)
     except (OSError, sqlite3.Error) as exc:
