@@ -30,15 +30,23 @@ class Died(Exception):
     """The process 'died' at this point: nothing after it ran."""
 
 
+@pytest.fixture(params=["redis", "redis-sentinel", "redis-cluster"])
+def any_redis_uri(request):
+    """One node, through Sentinels, on a Cluster: where the outbox spans two slots for real."""
+    return request.getfixturevalue({"redis": "redis_uri", "redis-sentinel": "redis_sentinel_uri",
+                                    "redis-cluster": "redis_cluster_uri"}[request.param])
+
+
 @pytest.fixture
-def store(redis_uri, monkeypatch):
+def store(any_redis_uri, monkeypatch):
     monkeypatch.setattr(redis_backend, "INDEX_GRACE_MS", 300)
-    storage = open_storage(redis_uri)
+    storage = open_storage(any_redis_uri)
     yield storage
     storage.close()
 
 
-def test_every_key_of_an_entity_shares_one_hash_tag(store, redis_uri):
+def test_every_key_of_an_entity_shares_one_hash_tag(redis_uri):
+    store = open_storage(redis_uri)
     store.window_acquire("w1", 5, 60_000)
     store.delay_acquire("d1", 60_000)
     store.record_reserve("r1", "v", 60_000)
@@ -55,6 +63,7 @@ def test_every_key_of_an_entity_shares_one_hash_tag(store, redis_uri):
                                   "suppressions", "msg:m1", "outbox", "meta"}
     # The event sits beside its record, in the message's slot.
     assert tags["sms-service:{msg:m1}:event:evt_1"] == "msg:m1"
+    store.close()
 
 
 def test_a_writer_dying_after_the_index_leaves_nothing_behind(store, monkeypatch):
@@ -90,7 +99,7 @@ def test_a_writer_dying_after_the_change_loses_no_event(store, monkeypatch):
     assert (event.id, event.message_key, event.record["status"]) == ("evt_kept", "m", "sent")
 
 
-def test_a_writer_stalled_past_the_grace_reindexes_under_a_new_id(store, redis_uri, monkeypatch):
+def test_a_writer_stalled_past_the_grace_reindexes_under_a_new_id(store, any_redis_uri, monkeypatch):
     store.message_create("m", _record("m"), 60_000)
     real = store._outbox_index
     calls = []
@@ -100,7 +109,7 @@ def test_a_writer_stalled_past_the_grace_reindexes_under_a_new_id(store, redis_u
         calls.append(kwargs["args"][0])
         if len(calls) == 1:
             time.sleep(0.35)
-            other = open_storage(redis_uri)  # another worker's claim finds the id dangling
+            other = open_storage(any_redis_uri)  # another worker's claim finds the id dangling
             assert other.webhook_claim(10, 30_000) == []
             other.close()
         return due

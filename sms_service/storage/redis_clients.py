@@ -34,7 +34,6 @@ def _options() -> dict[str, Any]:
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
     }
 
 
