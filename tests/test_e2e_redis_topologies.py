@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -23,8 +24,9 @@ LOSS_WINDOW_S = 1.0
 class Load:
     """Threads sending fresh messages to each service until stopped, every answer kept."""
 
-    def __init__(self, services: list[Service], pause_s: float = 0.05) -> None:
-        self.services, self.pause_s = services, pause_s
+    def __init__(self, services: list[Service], pause_s: float = 0.05, keyed: bool = False) -> None:
+        self.services, self.pause_s, self.keyed = services, pause_s, keyed
+        self.sent: list[tuple[dict, dict]] = []  # payload and headers of each keyed request
         self.answers: list[tuple[float, float, int | None, object]] = []  # start, end, status, body
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -33,8 +35,13 @@ class Load:
     def _run(self, service: Service) -> None:
         while not self.stopped.is_set():
             start = time.monotonic()
+            payload, headers = message(), {}
+            if self.keyed:
+                headers = {"Idempotency-Key": f"load-{uuid.uuid4().hex}"}
+                with self.lock:
+                    self.sent.append((payload, headers))
             try:
-                response = service.send(message(), timeout=15)
+                response = service.send(payload, headers=headers, timeout=15)
                 status, body = response.status_code, response.json()
             except (requests.RequestException, ValueError) as exc:
                 status, body = None, repr(exc)
@@ -127,3 +134,49 @@ def test_a_sentinel_failover_under_load_fails_closed_then_serves_again_by_itself
     # The check-up names the topology and the primary that serves now.
     assert check_up["storageTopology"] == {"topology": "sentinel", "service": "mymaster",
                                            "primary": f"127.0.0.1:{sentinels.replica_port}"}
+
+
+def _slots_of(cluster, port: int) -> int:
+    """How many hash slots the node on `port` serves, by the cluster's own map."""
+    total = 0
+    for start, end, primary, *_ in cluster.node(port).execute_command("CLUSTER", "SLOTS"):
+        if int(primary[1]) == port:
+            total += end - start + 1
+    return total
+
+
+def test_a_cluster_reshard_during_traffic_costs_no_error_and_no_duplicate(
+        redis_cluster, redis_cluster_uri, fake_provider_server, fake_provider):
+    env = {**twilio_env(fake_provider_server.url), "STORAGE_URI": redis_cluster_uri,
+           "RATE_LIMIT_MAX_REQUESTS": "100000"}
+    source, target = redis_cluster.ports[0], redis_cluster.ports[1]
+    before = _slots_of(redis_cluster, target)
+    with Service(env, workers=2) as first, Service(env, workers=2) as second:
+        with Load([first, second], pause_s=0.02, keyed=True) as load:
+            time.sleep(2)
+            resharding_from = time.monotonic()
+            output = redis_cluster.reshard(source, target, 3000).stdout
+            resharding_until = time.monotonic()
+            time.sleep(2)
+        replays = [(first if i % 2 else second).send(payload, headers=headers)
+                   for i, (payload, headers) in enumerate(load.sent[:: max(1, len(load.sent) // 30)])]
+        check_up = requests.get(f"{first.url}/-/check-up", timeout=10).json()
+    assert _slots_of(redis_cluster, target) == before + 3000
+    statuses = Counter(status for *_, status, _ in load.answers)
+    during = sum(1 for start, end, *_ in load.answers if start >= resharding_from and end <= resharding_until)
+    print(f"reshard of 3000 slots: {resharding_until - resharding_from:.1f} s, {during} sends during it; "
+          f"answers {dict(statuses)}; slots moved with keys: "
+          f"{sum(1 for line in output.splitlines() if line.endswith('.'))}")
+    assert during >= 20, "the traffic did not overlap the reshard"
+    # redis-cli prints a dot for each key batch it migrates: the service's keys moved under it.
+    moved_with_keys = [line for line in output.splitlines() if line.startswith("Moving slot") and line.endswith(".")]
+    assert moved_with_keys, "no slot that moved held a key of the service"
+    assert statuses == Counter({200: len(load.answers)}), statuses  # not one error
+    # One SMS per send, none twice, and each key still replays wherever its slot went.
+    assert fake_provider.count() == len(load.answers)
+    assert max(Counter(m["To"] for m in fake_provider.messages).values()) == 1
+    assert all(r.status_code == 200 and r.headers.get("Idempotent-Replayed") == "true" for r in replays)
+    assert fake_provider.count() == len(load.answers)
+    assert check_up["storageTopology"]["topology"] == "cluster"
+    assert sorted(check_up["storageTopology"]["primaries"]) == sorted(
+        f"127.0.0.1:{port}" for port in redis_cluster.ports)

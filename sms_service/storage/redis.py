@@ -35,6 +35,8 @@ EVENT_TTL_MS = 8 * 86_400_000
 INDEX_GRACE_MS = 60_000
 # WAIT for a replica at most this long: well within the 0.5 s socket timeout.
 WAIT_TIMEOUT_MS = 200
+# Cluster redirections followed by a durable write before it gives up (redis-py: 16).
+MAX_REDIRECTIONS = 16
 # Whether the primary has replicas is asked again this often (a failover changes it).
 REPLICA_CHECK_S = 5.0
 
@@ -785,14 +787,19 @@ class RedisStorage(Storage):
 
         For writes a failover must not lose (idempotency records, opt-outs, template
         versions). One connection carries the writes and the WAIT, as WAIT requires, in
-        one round trip. A WAIT that times out is logged, and the answer stands: the
+        one round trip. Queue ONE script (or one command) on keys of `key`'s slot: a
+        Cluster redirection (MOVED, ASK, TRYAGAIN: nothing ran) is followed by sending
+        the pipeline again. A WAIT that times out is logged, and the answer stands: the
         write is on the primary, and only a failover in that moment could lose it.
         Returns the replies of the queued commands. Raises `redis.RedisError`.
         """
         replicated = self._has_replicas(key)
-        node_client = clients.node_client(self.client, self.topology, key)
-        for attempt in (1, 2):
-            pipe = node_client.pipeline(transaction=False)
+        target = clients.node_client(self.client, self.topology, key)
+        asking = False
+        for _ in range(MAX_REDIRECTIONS):
+            pipe = target.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
             queue(pipe)
             # Scripts are sent by their sha alone: a pipeline would ask SCRIPT EXISTS first,
             # a round trip each time; a NOSCRIPT is answered below instead.
@@ -804,13 +811,20 @@ class RedisStorage(Storage):
                 replies = pipe.execute()
                 break
             except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                # A new primary after a failover has an empty script cache; nothing ran.
+                # A new primary after a failover, or a slot's new node: an empty script
+                # cache, and nothing ran.
                 for script in scripts:
-                    script.sha = node_client.script_load(script.script)
-        else:  # pragma: no cover  (the loop breaks or raises)
-            raise AssertionError
+                    script.sha = target.script_load(script.script)
+            except (redis.exceptions.AskError, redis.exceptions.MovedError) as exc:
+                asking = isinstance(exc, redis.exceptions.AskError)
+                target = clients.node_client_at(self.client, exc, moved=not asking)
+            except redis.exceptions.TryAgainError:
+                asking = False
+                time.sleep(0.05)  # a slot half-migrated: its keys are moving
+        else:
+            raise redis.exceptions.ClusterError(f"still redirected after {MAX_REDIRECTIONS} attempts")
+        if asking:
+            replies.pop(0)
         if replicated:
             acknowledged = replies.pop()
             if int(acknowledged) < 1:

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.connection import Encoder
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AskError, MovedError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -103,6 +103,17 @@ def node_client(client: Any, topology: RedisTopology, key: str) -> redis.Redis:
         return client
     cluster = client.cluster()
     return cluster.get_redis_connection(cluster.get_node_from_key(key))
+
+
+def node_client_at(client: Any, redirection: AskError | MovedError, moved: bool) -> redis.Redis:
+    """The client of the node a Cluster redirection names; a MOVED also updates the slot map."""
+    cluster = client.cluster()
+    if moved:
+        cluster.nodes_manager.move_slot(redirection)
+    node = cluster.get_node(host=redirection.host, port=redirection.port)
+    if node is None:
+        node = ClusterNode(redirection.host, redirection.port)
+    return cluster.get_redis_connection(node)
 
 
 def has_replicas(client: Any, topology: RedisTopology, key: str) -> bool:
