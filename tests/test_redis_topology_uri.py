@@ -78,3 +78,32 @@ def test_the_description_names_the_topology_without_the_password():
     line = parse_redis_uri("redis+sentinel://:pw@s1:26379,s2:26379/mymaster").describe()
     assert line == "redis sentinel service mymaster via s1:26379,s2:26379"
     assert parse_redis_uri("redis+cluster://:pw@n1:7000").describe() == "redis cluster via n1:7000"
+
+
+@pytest.mark.parametrize("which", ["redis_sentinels", "redis_cluster"])
+def test_check_config_names_the_topology_and_its_primary(which, request, monkeypatch, capsys):
+    from sms_service import cli
+
+    topology = request.getfixturevalue(which)
+    monkeypatch.setenv("SERVICE_PROVIDER", "console")
+    monkeypatch.setenv("STORAGE_URI", topology.uri)
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "topology-pw" not in out  # never the password
+    if which == "redis_sentinels":
+        assert f"; primary 127.0.0.1:{topology.primary()}\n" in out
+        assert "storage: redis sentinel service mymaster via 127.0.0.1:" in out
+    else:
+        primaries = ",".join(sorted(f"127.0.0.1:{p}" for p in topology.ports))
+        assert out.endswith(f"; primaries {primaries}\n"), out
+
+
+def test_check_config_says_when_the_primary_cannot_be_reached(monkeypatch, capsys):
+    from support.ports import free_port
+
+    from sms_service import cli
+
+    monkeypatch.setenv("SERVICE_PROVIDER", "console")
+    monkeypatch.setenv("STORAGE_URI", f"redis+sentinel://127.0.0.1:{free_port()}/mymaster")
+    assert cli.main(["check-config"]) == 0
+    assert "; primary not reachable now (shared storage is unavailable" in capsys.readouterr().out
