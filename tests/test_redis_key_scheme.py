@@ -201,3 +201,58 @@ def test_a_redis_down_at_start_is_upgraded_by_the_first_call_that_reaches_it(red
     _write_version_1(redis.Redis.from_url(redis_uri))  # the server keeps nothing across its restart
     assert store.guarded(lambda: store.suppression_get("+12025550100")) == ("api", 1764000000000)
     store.close()
+
+
+# -- writes that must survive a failover wait for a replica -------------------------------
+
+
+def test_durable_writes_are_on_the_replica_when_they_answer(redis_sentinels, redis_sentinel_uri):
+    store = open_storage(redis_sentinel_uri)
+    replica = redis_sentinels.node(redis_sentinels.replica_port)
+    try:
+        assert store.record_reserve("durable", "pending-1", 60_000) is None
+        assert replica.get(keys.record("durable")) == b"pending-1"
+        assert store.record_swap("durable", "pending-1", "done-1", 60_000)
+        assert replica.get(keys.record("durable")) == b"done-1"
+        assert store.suppression_add("+12025550123", "api")
+        assert replica.hget(keys.SUPPRESSIONS, "+12025550123").startswith(b"api ")
+    finally:
+        store.close()
+
+
+def test_a_replica_that_does_not_acknowledge_delays_a_durable_write_by_the_wait_only(
+        redis_sentinels, redis_sentinel_uri, caplog):
+    import os
+    import signal
+
+    store = open_storage(redis_sentinel_uri)
+    store.record_reserve("warm-up", "v", 60_000)  # connected, replicas known
+    replica = redis_sentinels.processes[redis_sentinels.replica_port]
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level("WARNING", logger="sms_service.storage"):
+            started = time.monotonic()
+            assert store.record_reserve("unacknowledged", "v", 60_000) is None
+            took = time.monotonic() - started
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+        store.close()
+    assert redis_backend.WAIT_TIMEOUT_MS / 1000 <= took < 0.5, took
+    assert any("no replica acknowledged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_primary_without_replicas_does_not_wait(redis_uri, monkeypatch):
+    store = open_storage(redis_uri)
+    sent = []
+    queue = redis.client.Pipeline.pipeline_execute_command
+
+    def queued(pipe, *args, **options):
+        sent.append(args[0])
+        return queue(pipe, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute_command", queued)
+    try:
+        assert store.record_reserve("alone", "v", 60_000) is None
+    finally:
+        store.close()
+    assert "WAIT" not in sent and sent  # the reservation went through the pipeline, with no WAIT

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import redis
+
 from sms_service.config import Settings
 from sms_service.exceptions import ConfigError
 from sms_service.storage.base import Storage
@@ -47,7 +49,11 @@ def open_storage(uri: str) -> Storage:
 def connect_storage(settings: Settings) -> Storage:
     """Open the storage of `settings`; raises `ConfigError` naming STORAGE_URI when it cannot."""
     if settings.redis_topology is not None:  # read once, by the configuration
-        return RedisStorage(settings.redis_topology)
+        try:
+            return RedisStorage(settings.redis_topology)
+        except redis.RedisError as exc:  # unreachable is fine (fail closed); a refusal is not
+            raise ConfigError(f"STORAGE_URI: Redis refused the start-up key upgrade "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
     try:
         return open_storage(settings.storage_uri)
     except (OSError, sqlite3.Error) as exc:

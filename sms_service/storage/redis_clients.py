@@ -34,6 +34,7 @@ def _options() -> dict[str, Any]:
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 15,
     }
 
 
@@ -42,7 +43,7 @@ def connect(topology: RedisTopology) -> Any:
     fails calls (closed), not the start."""
     if topology.kind == "single":
         url = topology.url.replace("redis+unix://", "unix://", 1)
-        pool = redis.ConnectionPool.from_url(url, health_check_interval=15, **_options())
+        pool = redis.ConnectionPool.from_url(url, **_options())
         return redis.Redis(connection_pool=pool)
     auth = {"username": topology.username, "password": topology.password, "ssl": topology.tls}
     if topology.kind == "sentinel":
