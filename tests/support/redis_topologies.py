@@ -193,3 +193,25 @@ class RedisSentinels(_Processes):
         primary = self.node(self.primary())
         primary.flushall()
         primary.wait(1, 2000)
+
+
+def stored_bytes(uri: str, pattern: str) -> list[bytes]:
+    """The raw values (strings, and each hash's values) of the keys matching `pattern`, on
+    whichever Redis topology `uri` names: what is really stored there."""
+    from sms_service.storage import open_storage
+
+    store = open_storage(uri)
+    try:
+        if store.topology.kind == "cluster":
+            cluster = store.client.cluster()
+            nodes = [cluster.get_redis_connection(node) for node in cluster.get_primaries()]
+        else:
+            nodes = [store.client]
+        found = []
+        for node in nodes:
+            for key in node.keys(pattern):
+                kind = node.type(key)
+                found += [node.get(key)] if kind == b"string" else node.hvals(key) if kind == b"hash" else []
+        return found
+    finally:
+        store.close()
