@@ -638,7 +638,7 @@ class RedisStorage(Storage):
             return False
 
     def close(self) -> None:
-        self.client.close()
+        clients.close(self.client)
 
     # -- segment budgets and estimates (SPEC section 14) --------------------------------
 

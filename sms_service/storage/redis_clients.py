@@ -98,6 +98,14 @@ class LazyCluster:
         return getattr(self.cluster(), name)
 
 
+def close(client: Any) -> None:
+    """Close `client`'s connections, and those to its Sentinels when it has any."""
+    client.close()
+    proxy = getattr(getattr(client, "connection_pool", None), "proxy", None)
+    if proxy is not None:
+        proxy.sentinel_manager.close()
+
+
 def node_client(client: Any, topology: RedisTopology, key: str) -> redis.Redis:
     """The client of the one node that holds `key`: its primary (for a pipeline + WAIT)."""
     if topology.kind != "cluster":
