@@ -256,3 +256,34 @@ def test_a_primary_without_replicas_does_not_wait(redis_uri, monkeypatch):
     finally:
         store.close()
     assert "WAIT" not in sent and sent  # the reservation went through the pipeline, with no WAIT
+
+
+def test_durable_writes_follow_ask_and_moved_on_a_cluster(redis_cluster, redis_cluster_uri):
+    from redis.crc import key_slot
+
+    store = open_storage(redis_cluster_uri)
+    name = keys.record("ask-me")
+    slot = key_slot(name.encode())
+    (source,) = [int(primary[1]) for start, end, primary, *_ in
+                 redis_cluster.node(redis_cluster.ports[0]).execute_command("CLUSTER", "SLOTS")
+                 if start <= slot <= end]
+    target = next(p for p in redis_cluster.ports if p != source)
+    ids = {p: redis_cluster.node(p).execute_command("CLUSTER", "MYID").decode() for p in (source, target)}
+    try:
+        assert store.record_reserve("warm-up", "v", 60_000) is None  # the slot map is read
+        # The slot is half-way to `target`: a key the source does not hold is asked for there.
+        redis_cluster.node(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        redis_cluster.node(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        assert store.record_reserve("ask-me", "first", 60_000) is None
+        asking = redis_cluster.node(target).pipeline(transaction=False)
+        asking.execute_command("ASKING")
+        asking.get(name)
+        assert asking.execute()[1] == b"first"  # written on the importing node, as ASK said
+        # Then the slot is the target's, which the client's slot map does not know yet: MOVED.
+        for port in redis_cluster.ports:
+            redis_cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        assert store.record_reserve("ask-me", "second", 60_000) == "first"
+        assert store.record_swap("ask-me", "first", "done", 60_000)
+        assert redis_cluster.node(target).get(name) == b"done"
+    finally:
+        store.close()
