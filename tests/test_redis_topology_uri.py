@@ -107,3 +107,21 @@ def test_check_config_says_when_the_primary_cannot_be_reached(monkeypatch, capsy
     monkeypatch.setenv("STORAGE_URI", f"redis+sentinel://127.0.0.1:{free_port()}/mymaster")
     assert cli.main(["check-config"]) == 0
     assert "; primary not reachable now (shared storage is unavailable" in capsys.readouterr().out
+
+
+def test_the_tls_forms_connect_over_tls_to_sentinels_and_data_nodes():
+    from redis.connection import SSLConnection
+    from redis.sentinel import SentinelManagedSSLConnection
+
+    from sms_service.storage import RedisStorage
+
+    store = RedisStorage("rediss+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/mymaster/3")  # nothing listens
+    try:
+        pool = store.client.connection_pool
+        assert pool.connection_class is SentinelManagedSSLConnection
+        assert pool.connection_kwargs["password"] == "pw" and pool.connection_kwargs["db"] == 3
+        sentinels = pool.proxy.sentinel_manager.sentinels
+        assert [s.connection_pool.connection_class for s in sentinels] == [SSLConnection, SSLConnection]
+        assert all(s.connection_pool.connection_kwargs["password"] == "pw" for s in sentinels)
+    finally:
+        store.close()
