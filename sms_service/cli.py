@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from sms_service.config import load_settings
-from sms_service.exceptions import ConfigError
+from sms_service.config import Settings, load_settings
+from sms_service.exceptions import ConfigError, StorageUnavailable
 from sms_service.logs import configure_logging
 from sms_service.plugin_loader import installed_providers, load_providers
 from sms_service.suppression import csvio as suppressions_csv
@@ -32,7 +32,25 @@ def _check_config(_: argparse.Namespace) -> int:
         return 1
     storage = "shared" if settings.shared_storage else "this process only"
     print(f"configuration OK: provider {','.join(settings.providers)}, storage {storage}")
+    if settings.redis_topology is not None:
+        print(f"storage: {_redis_now(settings)}")
     return 0
+
+
+def _redis_now(settings: Settings) -> str:
+    """The Redis topology and its primary as seen now (check-config's second line)."""
+    from sms_service.storage import RedisStorage
+
+    store = RedisStorage(settings.redis_topology)
+    line = settings.redis_topology.describe()
+    try:
+        described = store.guarded(store.describe)
+    except StorageUnavailable as exc:
+        return f"{line}; primary not reachable now ({exc})"
+    finally:
+        store.close()
+    primary = described.get("primary") or ",".join(described.get("primaries", []))
+    return f"{line}; primary {primary}" if "primary" in described else f"{line}; primaries {primary}"
 
 
 def _serve(args: argparse.Namespace) -> int:

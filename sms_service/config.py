@@ -22,6 +22,7 @@ from sms_service.budgets import BudgetTable, parse_budgets
 from sms_service.durations import parse_duration_ms
 from sms_service.exceptions import ConfigError
 from sms_service.phone import NUMBER_TYPES
+from sms_service.redis_topology import RedisTopology, is_redis_uri, parse_redis_uri
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TRUE = ("1", "true", "yes", "on")
@@ -70,6 +71,8 @@ class Settings:
     reconcile_after_ms: float | None = 900_000
     reconcile_rate: float = 5
     message_final_after_ms: float = 259_200_000
+    # STORAGE_URI read once (SPEC section 19): where Redis is, when it is Redis.
+    redis_topology: RedisTopology | None = None
 
     @property
     def balance_check_variable(self) -> str:
@@ -95,6 +98,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     providers = _provider_list(env, "SERVICE_PROVIDER")
     provider = providers[0]
+    storage_uri = _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
     settings = Settings(
         provider=provider,
         rate_limit_max_requests=_positive_int(env, "RATE_LIMIT_MAX_REQUESTS", 100),
@@ -102,7 +106,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delay_reset_after=_seconds_at_most(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120, 30 * 86_400),
         http_port=_port(env, "HTTP_PORT", 3000),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
-        storage_uri=_storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db"),
+        storage_uri=storage_uri,
+        redis_topology=_redis_topology("STORAGE_URI", storage_uri),
         provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
         allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
         blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
@@ -304,18 +309,26 @@ def _state_dir(env: Mapping[str, str]) -> str:
 
 def _storage_uri(env: Mapping[str, str], name: str, default: str) -> str:
     text = _raw(env, name, default)
-    scheme = urlsplit(text).scheme
     if text.startswith("sqlite:"):
         if not text.startswith("sqlite:///") or len(text) == len("sqlite:///") or text.endswith("/"):
             raise ConfigError(f"{name} must name a file: sqlite:////absolute/path.db or sqlite:///relative.db")
         return text
-    if text != "memory://" and scheme not in ("redis", "rediss", "redis+unix"):
+    if text != "memory://" and not is_redis_uri(text):
         raise ConfigError(
-            f"{name} must be sqlite:///path, memory://, or a redis://, rediss:// or redis+unix:// URI"
+            f"{name} must be sqlite:///path, memory://, or a redis://, rediss://, redis+unix://, "
+            "redis+sentinel:// or redis+cluster:// URI (rediss+ for TLS)"
         )
-    if scheme in ("redis", "rediss") and not urlsplit(text).hostname:
-        raise ConfigError(f"{name} has no host")
     return text
+
+
+def _redis_topology(name: str, uri: str) -> RedisTopology | None:
+    if not is_redis_uri(uri):
+        return None
+    try:
+        return parse_redis_uri(uri)
+    except ValueError as exc:
+        # Never the URI itself: it may hold the password.
+        raise ConfigError(f"{name} {exc}") from None
 
 
 def _countries(env: Mapping[str, str], name: str) -> frozenset[str] | None:

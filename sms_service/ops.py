@@ -54,7 +54,17 @@ def check_up() -> Response:
     services = current_app.extensions["sms_service"]
     checks = {"storage": "OK" if services.storage.ping() else "KO"}
     providers = _providers(services, checks)
-    return _answer(checks, providers=providers, **_webhook_figures(services))
+    return _answer(checks, **_storage_topology(services.storage), providers=providers,
+                   **_webhook_figures(services))
+
+
+def _storage_topology(storage: Any) -> dict[str, object]:
+    # Redis beyond one node (SPEC section 19): which topology, and which primary serves now.
+    try:
+        described = storage.guarded(storage.describe)
+    except StorageUnavailable:
+        described = {"topology": getattr(getattr(storage, "topology", None), "kind", None), "primary": None}
+    return {"storageTopology": described} if described else {}
 
 
 def _providers(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:

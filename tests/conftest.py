@@ -10,6 +10,7 @@ import tempfile
 import pytest
 from support.fake_provider import FakeProvider
 from support.redis_server import RedisServer
+from support.redis_topologies import RedisCluster, RedisSentinels
 
 from sms_service.app import create_app
 
@@ -98,22 +99,56 @@ def redis_uri(redis_server):
     return redis_server.uri
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-primary Redis Cluster, created once per session."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_uri(redis_cluster):
+    redis_cluster.flush()
+    return redis_cluster.uri
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels():
+    """A real primary, its replica and three Sentinels, started once per session."""
+    sentinels = RedisSentinels().start()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
+def redis_sentinel_uri(redis_sentinels):
+    redis_sentinels.flush()
+    return redis_sentinels.uri
+
+
+_REDIS_FIXTURES = {"redis": "redis_uri", "redis-sentinel": "redis_sentinel_uri",
+                   "redis-cluster": "redis_cluster_uri"}
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"])
 def storage_uri(request, tmp_path):
-    """Each storage in turn: memory, a real SQLite file, a real redis-server."""
+    """Each storage in turn: memory, a real SQLite file, a real redis-server, and Redis
+    through three Sentinels and on a 3-primary Cluster."""
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/sms.db"
-    return request.getfixturevalue("redis_uri")
+    return request.getfixturevalue(_REDIS_FIXTURES[request.param])
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-sentinel", "redis-cluster"])
 def shared_storage_uri(request, tmp_path):
-    """Each storage that several processes share: a real SQLite file, a real redis-server."""
+    """Each storage that several processes share: a real SQLite file, a real redis-server,
+    Redis through Sentinels and on a Cluster."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/shared.db"
-    return request.getfixturevalue("redis_uri")
+    return request.getfixturevalue(_REDIS_FIXTURES[request.param])
 
 
 @pytest.fixture(scope="session")

@@ -150,7 +150,7 @@ def test_delay_keys_hold_a_hash_not_the_number(redis_uri):
     guards.check_delay("+12025550128")
     keys = [k.decode() for k in redis.Redis.from_url(redis_uri).keys("*")]
     assert keys and not any("2025550128" in k for k in keys)
-    assert any(k.startswith("sms-service:delay:") for k in keys)
+    assert any(k.startswith("sms-service:{delay:") for k in keys)
 
 
 # -- destination policy ----------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_records_hold_no_body(redis_uri):
     payload = message(body="ZZuniqueBODYtext")
     app.test_client().post("/send", json=payload, headers={"Idempotency-Key": "nobody"})
     client = redis.Redis.from_url(redis_uri)
-    dump = b"".join(client.get(k) or b"" for k in client.keys("sms-service:record:*"))
+    dump = b"".join(client.get(k) or b"" for k in client.keys("sms-service:{record:*"))
     assert dump and b"ZZuniqueBODYtext" not in dump and payload["receiver"].encode() not in dump
     assert not any(b"nobody" in k for k in client.keys("*"))
 

@@ -344,7 +344,7 @@ def test_redis_delay_whose_reply_times_out_is_not_run_again(slow_redis):
     with pytest.raises(StorageUnavailable):
         store.guarded(lambda: store.delay_acquire("fresh-receiver", 60_000))
     # Ran once: the streak holds one message, and the caller heard 503, not a 429 to itself.
-    assert direct.hget("sms-service:delay:fresh-receiver", "k") == b"1"
+    assert direct.hget("sms-service:{delay:fresh-receiver}", "k") == b"1"
 
 
 def test_redis_reservation_whose_reply_times_out_does_not_block_the_key(slow_redis):
@@ -1102,11 +1102,12 @@ def _damage_outbox_row(storage, event_id: str, how: str) -> None:
         with sqlite3.connect(storage.path) as conn:
             conn.execute(f"UPDATE webhook_outbox SET {column} = ? WHERE id = ?", (value, event_id))
     else:
-        from sms_service.storage.redis import OUTBOX_EVENT_PREFIX
+        from sms_service.storage import redis_keys
 
         field, value = {"record": ("record", "{not json"), "array": ("record", "[1, 2]"),
                         "created": ("created", "yesterday")}[how]
-        storage.client.hset(OUTBOX_EVENT_PREFIX + event_id, field, value)
+        message_key = storage.client.hget(redis_keys.OUTBOX_MESSAGES, event_id).decode()
+        storage.client.hset(redis_keys.message_event(message_key, event_id), field, value)
 
 
 @pytest.mark.parametrize("how", ["record", "array", "created"])

@@ -1,13 +1,16 @@
 """Shared state of the guards and records, chosen by STORAGE_URI: one module per backend.
 
 `sqlite:///path` (the default: one host, any number of workers, kept across restarts),
-`memory://` (one process: tests and trials) and `redis://` (several hosts) implement the
-same operations with the same semantics (`base.Storage`).
+`memory://` (one process: tests and trials) and `redis://` (several hosts; also through
+Sentinel or on a Cluster) implement the same operations with the same semantics
+(`base.Storage`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+import redis
 
 from sms_service.config import Settings
 from sms_service.exceptions import ConfigError
@@ -45,6 +48,12 @@ def open_storage(uri: str) -> Storage:
 
 def connect_storage(settings: Settings) -> Storage:
     """Open the storage of `settings`; raises `ConfigError` naming STORAGE_URI when it cannot."""
+    if settings.redis_topology is not None:  # read once, by the configuration
+        try:
+            return RedisStorage(settings.redis_topology)
+        except redis.RedisError as exc:  # unreachable is fine (fail closed); a refusal is not
+            raise ConfigError(f"STORAGE_URI: Redis refused the start-up key upgrade "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
     try:
         return open_storage(settings.storage_uri)
     except (OSError, sqlite3.Error) as exc:

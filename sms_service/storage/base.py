@@ -160,7 +160,7 @@ class Storage(abc.ABC):
         """Run a storage operation, turning any storage failure into `StorageUnavailable`."""
         try:
             return call()
-        except (redis.RedisError, sqlite3.Error, OSError) as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException, sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"shared storage is unavailable ({type(exc).__name__}); nothing was sent"
             ) from None
@@ -369,3 +369,10 @@ class Storage(abc.ABC):
         As `(key, record)`, the longest overdue first. Index entries whose record expired
         or went final are dropped on the way.
         """
+
+    # -- Sentinel and Cluster (SPEC section 19) -----------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Where the data lives now, for check-config and the check-up: Redis names its
+        topology and its primary. Raises the storage's own errors when it cannot be asked."""
+        return {}

@@ -1,7 +1,9 @@
 """redis:// storage: state shared by every worker and replica that points at one Redis.
 
-Every operation is one Lua script: one round trip, atomic, and timed by the Redis clock,
-so replicas with skewed clocks still agree.
+One node, a primary followed through its Sentinels, or a Cluster (`redis_clients`).
+Every operation is one Lua script over the keys of one entity (`redis_keys`): atomic,
+one round trip (the webhook outbox, which spans two slots, says below how it stays
+whole), and timed by the Redis clock, so replicas with skewed clocks still agree.
 """
 
 from __future__ import annotations
@@ -10,27 +12,34 @@ import json
 import logging
 import math
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from sms_service.redis_topology import RedisTopology, parse_redis_uri
 from sms_service.status import events, listing, model
 from sms_service.storage import base
-from sms_service.storage.base import KEY_PREFIX, OutboxEvent, Storage
+from sms_service.storage import redis_clients as clients
+from sms_service.storage import redis_keys as keys
+from sms_service.storage.base import OutboxEvent, Storage, T
+from sms_service.storage.redis_upgrade import upgrade_key_scheme
 
 log = logging.getLogger(__name__)
 
-SUPPRESSIONS_KEY = f"{KEY_PREFIX}:suppressions"
-# The status webhook outbox: event ids by due time and by creation, and one hash per event.
-OUTBOX_DUE_KEY = f"{KEY_PREFIX}:webhooks:due"
-OUTBOX_CREATED_KEY = f"{KEY_PREFIX}:webhooks:created"
-OUTBOX_EVENT_PREFIX = f"{KEY_PREFIX}:webhook:"
-
-# Redis must answer fast or not at all: a dead Redis may never hang a request.
-REDIS_CONNECT_TIMEOUT = 0.5
-REDIS_SOCKET_TIMEOUT = 0.5
+# Every call answers within this, or raises (the webhook lease is sized on it).
+REDIS_SOCKET_TIMEOUT = clients.REDIS_SOCKET_TIMEOUT
+# An event outlives the longest STATUS_WEBHOOK_RETRY_FOR (7 days) whatever its record's TTL.
+EVENT_TTL_MS = 8 * 86_400_000
+# How long an outbox index entry waits for its event before a claim may call it dangling.
+INDEX_GRACE_MS = 60_000
+# WAIT for a replica at most this long: well within the 0.5 s socket timeout.
+WAIT_TIMEOUT_MS = 200
+# Cluster redirections followed by a durable write before it gives up (redis-py: 16).
+MAX_REDIRECTIONS = 16
+# Whether the primary has replicas is asked again this often (a failover changes it).
+REPLICA_CHECK_S = 5.0
 
 # Milliseconds of the Redis clock, shared by the scripts below.
 _NOW = """
@@ -129,44 +138,71 @@ local function apply(record, entry)
 end
 """
 
-# sms_service.status.events in Lua: with an event id (ARGV[event]) and the outbox's keys
-# (KEYS[2..4]), a record whose status changed puts its event in the outbox, in the same
-# script as the change. An orphan waits for its record's merge.
+# sms_service.status.events in Lua. With an event id, a record whose status changed puts
+# its event (KEYS[2], in the message's own slot) beside it in the same script. The outbox
+# index lives in another slot and is written by separate calls (see RedisStorage's
+# outbox block): ARGV 'indexed' says whether the index already holds the id. When it
+# does not, a change that would make an event returns 'index' and changes nothing; when
+# the event key already exists (a claim found the id dangling and left a tombstone),
+# 'stale' and nothing either. An orphan waits for its record's merge.
 _ENQUEUE = _NOW + """
-local function enqueue(event_id, record, before)
-  if event_id == '' or record.orphan or record.status == before then
-    return
+local function makes_event(event_id, record, before)
+  return event_id ~= '' and not record.orphan and record.status ~= before
+end
+local function blocked(indexed)
+  if indexed ~= '1' then
+    return 'index'
   end
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'stale'
+  end
+  return false
+end
+local function enqueue(record, event_ttl)
   local owner = record.owner
   record.owner = nil
   local snapshot = cjson.encode(record)
   record.owner = owner
-  redis.call('HSET', KEYS[4], 'key', KEYS[1], 'record', snapshot, 'created', now, 'attempts', 0, 'lease', '')
-  redis.call('ZADD', KEYS[2], now, event_id)
-  redis.call('ZADD', KEYS[3], now, event_id)
+  redis.call('HSET', KEYS[2], 'record', snapshot, 'created', now, 'attempts', 0)
+  redis.call('PEXPIRE', KEYS[2], event_ttl)
 end
 """
 
+# ARGV: record, ttl, event id, indexed, event ttl. Answers {code, status, event}: code 1
+# stored, 0 left alone, 2 merged an orphan (status: the record's after the merge); event
+# 'event' (enqueued), 'index', 'stale' or ''.
 _MESSAGE_CREATE_SCRIPT = _RULE + _ENQUEUE + """
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return {1, '', ''}
 end
 local old = cjson.decode(existing)
 if not old.orphan then
-  return 0
+  return {0, '', ''}
 end
 local record = cjson.decode(ARGV[1])
 local own_status = record.status
 for _, entry in ipairs(old.history) do
   apply(record, entry)
 end
+local event = makes_event(ARGV[3], record, own_status)
+if event then
+  local stop = blocked(ARGV[4])
+  if stop then
+    return {0, '', stop}
+  end
+end
 redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[2])
-enqueue(ARGV[3] or '', record, own_status)
-return {2, record.status}
+if event then
+  enqueue(record, ARGV[5])
+  return {2, record.status, 'event'}
+end
+return {2, record.status, ''}
 """
 
+# ARGV: entry, orphan fields, ttl, event id, indexed, event ttl. Answers
+# {before, record, event} with event as for the create script.
 _MESSAGE_UPDATE_SCRIPT = _RULE + _ENQUEUE + """
 local entry = cjson.decode(ARGV[1])
 local existing = redis.call('GET', KEYS[1])
@@ -184,13 +220,22 @@ else
   record.history = {}
   apply(record, entry)
 end
+local event = makes_event(ARGV[4], record, before)
+if event then
+  local stop = blocked(ARGV[5])
+  if stop then
+    return {false, false, stop}
+  end
+end
 local encoded = cjson.encode(record)
 redis.call('SET', KEYS[1], encoded, 'PX', ARGV[3])
-enqueue(ARGV[4] or '', record, before)
+if event then
+  enqueue(record, ARGV[6])
+end
 if before == nil or before == cjson.null then
   before = false
 end
-return {before, encoded}
+return {before, encoded, event and 'event' or ''}
 """
 
 # A first opt-out stays as it was; the time is the Redis clock's, like every other.
@@ -276,46 +321,66 @@ return 0
 
 
 # -- status webhook outbox (SPEC section 11) ---------------------------------------------
-# A claim moves the event's due time past its lease and gives it a new lease token: a
-# worker that dies mid-attempt leaves it due again when the lease runs out. Event hashes
-# are named from their ids inside the scripts (one Redis, never a cluster).
+# The index scripts take redis_keys.outbox() as KEYS: due (zset), created (zset), messages
+# (id -> message key), leases (id -> lease token). The event itself is a hash in its
+# message's slot, written by the message scripts above.
 
+# Before the message script that may write the event: index the id, due only after
+# ARGV[3] ms, so a writer that dies before its event exists leaves an entry no claim
+# looks at until then. Answers the due time, which `_OUTBOX_READY_SCRIPT` compares.
+_OUTBOX_INDEX_SCRIPT = _NOW + """
+local due = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], due, ARGV[1])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return due
+"""
+
+# The event exists: due now, unless a claim moved it meanwhile (then it is the claim's).
+_OUTBOX_READY_SCRIPT = _NOW + """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return 1
+"""
+
+# The message script made no event after all: forget the id, unless a claim has it.
+_OUTBOX_UNINDEX_SCRIPT = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+# A claim moves the id's due time past its lease and gives it a new lease token: a
+# worker that dies mid-attempt leaves it due again when the lease runs out. Answers
+# {id, message key, lease} for each; an id without a message key is removed.
 _OUTBOX_CLAIM_SCRIPT = _NOW + """
--- Bounds (issue 22), before the claim: events past their retry period (ARGV[4] ms, or '')
--- and the oldest beyond the cap (ARGV[5], or ''), at most ARGV[6] of them, are dropped
--- unless an attempt holds them (a live lease); each drop goes into its record's
--- webhookFailures (at ARGV[7]). KEYS[2] is the creation index. Answers {claimed, dropped}.
+-- Bounds (issue 22), before the claim: ids past their retry period (ARGV[4] ms, or '')
+-- and the oldest beyond the cap (ARGV[5], or ''), at most ARGV[6] of them, leave the
+-- index unless an attempt holds them (a live lease). The event and its record live in
+-- the message's slot, so the caller finishes each drop there (`_OUTBOX_DROPPED_SCRIPT`).
+-- Answers {claimed, dropped}, dropped as {id, message key, age, reason}.
 local dropped = {}
 local function drop(id, reason)
-  local hash = '""" + OUTBOX_EVENT_PREFIX + """' .. id
-  local f = redis.call('HMGET', hash, 'key', 'record', 'attempts', 'created', 'lease')
+  local lease = redis.call('HGET', KEYS[4], id)
   local due = tonumber(redis.call('ZSCORE', KEYS[1], id))
-  if f[5] and f[5] ~= '' and due and due > now then
+  if lease and lease ~= '' and due and due > now then
     return false
   end
+  local key = redis.call('HGET', KEYS[3], id)
+  local created = tonumber(redis.call('ZSCORE', KEYS[2], id))
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
-  redis.call('DEL', hash)
-  if not f[1] then
-    return true
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  if key then
+    dropped[#dropped + 1] = {id, key, created and tostring(now - created) or '', reason}
   end
-  local ok, event = pcall(cjson.decode, f[2])
-  local status = (ok and type(event) == 'table' and event.status) or cjson.null
-  local existing = redis.call('GET', f[1])
-  if existing then
-    local record = cjson.decode(existing)
-    if type(record.webhookFailures) ~= 'table' then
-      record.webhookFailures = {}
-    end
-    table.insert(record.webhookFailures, {webhookId = id, status = status, attempts = tonumber(f[3]) or 0,
-                                          lastResult = cjson.null, reason = reason, at = ARGV[7]})
-    while #record.webhookFailures > """ + str(events.MAX_WEBHOOK_FAILURES) + """ do
-      table.remove(record.webhookFailures, 1)
-    end
-    redis.call('SET', f[1], cjson.encode(record), 'KEEPTTL')
-  end
-  local created = tonumber(f[4])
-  dropped[#dropped + 1] = {id, f[1], f[2], f[3], created and tostring(now - created) or '', '', reason}
   return true
 end
 local batch = tonumber(ARGV[6])
@@ -350,71 +415,122 @@ if tonumber(ARGV[1]) > 0 then
 end
 local claimed = {}
 for i, id in ipairs(ids) do
-  local hash = '""" + OUTBOX_EVENT_PREFIX + """' .. id
-  local fields = redis.call('HMGET', hash, 'key', 'record', 'attempts', 'created')
-  if not fields[1] then
+  local key = redis.call('HGET', KEYS[3], id)
+  if not key then
     redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[4], id)
   else
     local lease = ARGV[3] .. ':' .. i
-    redis.call('HSET', hash, 'lease', lease)
+    redis.call('HSET', KEYS[4], id, lease)
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    -- A damaged 'created' gives an empty age: the caller removes the event (never a Lua
-    -- error, which would fail every event of the batch, every poll).
-    local created = tonumber(fields[4])
-    local age = created and tostring(now - created) or ''
-    claimed[#claimed + 1] = {id, fields[1], fields[2], fields[3], age, lease}
+    claimed[#claimed + 1] = {id, key, lease}
   end
 end
 return {claimed, dropped}
 """
 
-_OUTBOX_DELIVERED_SCRIPT = """
+# Reads a claimed event from its message's slot. An event that is not there is a
+# dangling index entry (its writer died, or it was delivered and the index not yet
+# told): a tombstone keeps a late writer from creating it now (it re-indexes under a
+# new id instead), and the caller removes the entry. A damaged 'created' gives an empty
+# age: the caller removes the event (never a Lua error, which would fail the batch).
+_OUTBOX_READ_SCRIPT = _NOW + """
+local fields = redis.call('HMGET', KEYS[1], 'record', 'attempts', 'created', 'gone')
+if fields[4] then
+  return false
+end
+if not fields[1] then
+  redis.call('HSET', KEYS[1], 'gone', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return false
+end
+local created = tonumber(fields[3])
+local age = created and tostring(now - created) or ''
+return {fields[1], fields[2] or '', age}
+"""
+
+# Under the caller's lease: answers the id's message key (false when the lease is not
+# ours). ARGV[3] 'retry': the attempt failed, due again in ARGV[4] ms, lease freed.
+_OUTBOX_LEASED_SCRIPT = _NOW + """
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then
+  return false
+end
+if ARGV[3] == 'retry' then
+  redis.call('HSET', KEYS[4], ARGV[1], '')
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+end
+return redis.call('HGET', KEYS[3], ARGV[1])
+"""
+
+# Removes the id from the index: under ARGV[2] as lease, or whoever holds it when empty.
+_OUTBOX_REMOVE_SCRIPT = """
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
-_OUTBOX_RETRY_SCRIPT = _NOW + """
-if redis.call('HGET', KEYS[2], 'lease') ~= ARGV[2] then
-  return 0
+_OUTBOX_ATTEMPT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 and not redis.call('HGET', KEYS[1], 'gone') then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 end
-redis.call('HSET', KEYS[2], 'lease', '')
-redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return 1
 """
 
-_OUTBOX_DROP_SCRIPT = """
-if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[2] then
-  return 0
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
-return 1
-"""
-
+# KEYS: the message record, its event. Appends the failure and drops the event.
 _OUTBOX_EXHAUSTED_SCRIPT = """
-if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[2] then
-  return 0
-end
-local key = redis.call('HGET', KEYS[3], 'key')
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
-local existing = redis.call('GET', key)
+redis.call('DEL', KEYS[2])
+local existing = redis.call('GET', KEYS[1])
 if existing then
   local record = cjson.decode(existing)
   if type(record.webhookFailures) ~= 'table' then
     record.webhookFailures = {}
   end
-  table.insert(record.webhookFailures, cjson.decode(ARGV[3]))
+  table.insert(record.webhookFailures, cjson.decode(ARGV[1]))
   while #record.webhookFailures > """ + str(events.MAX_WEBHOOK_FAILURES) + """ do
     table.remove(record.webhookFailures, 1)
   end
-  redis.call('SET', key, cjson.encode(record), 'KEEPTTL')
+  redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
 end
 return 1
+"""
+
+# The message-slot half of a drop (issue 22): the event leaves, and its record's
+# webhookFailures says why, in one step. An event that is not there (its writer has not
+# written it yet) gets a tombstone, as a claim's read gives one: a writer stalled past
+# the drop then indexes a new id. ARGV: reason, at. Answers {event record, attempts}.
+_OUTBOX_DROPPED_SCRIPT = """
+local fields = redis.call('HMGET', KEYS[2], 'record', 'attempts', 'gone')
+if fields[3] then
+  return false
+end
+if not fields[1] then
+  redis.call('HSET', KEYS[2], 'gone', 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return false
+end
+redis.call('DEL', KEYS[2])
+local ok, event = pcall(cjson.decode, fields[1])
+local status = (ok and type(event) == 'table' and event.status) or cjson.null
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local record = cjson.decode(existing)
+  if type(record.webhookFailures) ~= 'table' then
+    record.webhookFailures = {}
+  end
+  table.insert(record.webhookFailures, {webhookId = ARGV[4], status = status,
+                                        attempts = tonumber(fields[2]) or 0,
+                                        lastResult = cjson.null, reason = ARGV[1], at = ARGV[2]})
+  while #record.webhookFailures > """ + str(events.MAX_WEBHOOK_FAILURES) + """ do
+    table.remove(record.webhookFailures, 1)
+  end
+  redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+end
+return {fields[1], fields[2] or '0'}
 """
 
 _OUTBOX_STATS_SCRIPT = _NOW + """
@@ -506,21 +622,16 @@ return {'half-open', failures, 0}
 
 
 class RedisStorage(Storage):
-    """State in Redis, shared by every worker and replica that points at it."""
+    """State in Redis, shared by every worker and replica that points at it.
 
-    def __init__(self, uri: str) -> None:
-        options = {
-            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-            "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            "health_check_interval": 15,
-            # No command is ever sent twice: a reply that timed out may hide a script
-            # that ran, and running it again would count a hit or a streak twice.
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
-        }
-        url = uri.replace("redis+unix://", "unix://", 1)
-        self.pool = redis.ConnectionPool.from_url(url, **options)
-        self.client = redis.Redis(connection_pool=self.pool)
+    One node, a primary followed through its Sentinels, or a Cluster: every script and
+    transaction keeps its keys in one slot (`redis_keys`), so each runs alike on all three.
+    """
+
+    def __init__(self, uri: str | RedisTopology) -> None:
+        self.topology = uri if isinstance(uri, RedisTopology) else parse_redis_uri(uri)
+        self.client = clients.connect(self.topology)
+        self._replica_check: tuple[float, bool] = (-math.inf, False)
         register = self.client.register_script
         self._window = register(_WINDOW_SCRIPT)
         self._delay = register(_DELAY_SCRIPT)
@@ -532,11 +643,16 @@ class RedisStorage(Storage):
         self._suppress_add = register(_SUPPRESS_ADD_SCRIPT)
         self._budget = register(_BUDGET_SCRIPT)
         self._delay_peek = register(_DELAY_PEEK_SCRIPT)
+        self._outbox_index = register(_OUTBOX_INDEX_SCRIPT)
+        self._outbox_ready = register(_OUTBOX_READY_SCRIPT)
+        self._outbox_unindex = register(_OUTBOX_UNINDEX_SCRIPT)
         self._outbox_claim = register(_OUTBOX_CLAIM_SCRIPT)
-        self._outbox_drop = register(_OUTBOX_DROP_SCRIPT)
-        self._outbox_delivered = register(_OUTBOX_DELIVERED_SCRIPT)
-        self._outbox_retry = register(_OUTBOX_RETRY_SCRIPT)
+        self._outbox_read = register(_OUTBOX_READ_SCRIPT)
+        self._outbox_leased = register(_OUTBOX_LEASED_SCRIPT)
+        self._outbox_remove = register(_OUTBOX_REMOVE_SCRIPT)
+        self._outbox_attempt = register(_OUTBOX_ATTEMPT_SCRIPT)
         self._outbox_exhausted = register(_OUTBOX_EXHAUSTED_SCRIPT)
+        self._outbox_dropped = register(_OUTBOX_DROPPED_SCRIPT)
         self._outbox_stats = register(_OUTBOX_STATS_SCRIPT)
         self._circuit_claim = register(_CIRCUIT_CLAIM_SCRIPT)
         self._circuit_record = register(_CIRCUIT_RECORD_SCRIPT)
@@ -546,73 +662,87 @@ class RedisStorage(Storage):
         self._secret = register(_SET_ONCE_SCRIPT)
         self._price = register(_PRICE_SCRIPT)
         self._schedule = register(_SCHEDULE_SCRIPT)
+        self._upgrade_pending = self.topology.kind != "cluster"
+        self._try_upgrade()
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
-        return int(self._window(keys=[f"{KEY_PREFIX}:window:{key}"], args=[limit, window_ms]))
+        return int(self._window(keys=[keys.window(key)], args=[limit, window_ms]))
 
     def delay_acquire(self, key: str, reset_after_ms: int) -> int:
-        return int(self._delay(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
+        return int(self._delay(keys=[keys.delay(key)], args=[reset_after_ms]))
+
+    # An idempotency reservation and its outcome must survive a failover: a lost one
+    # would let a retry send the same message again.
 
     def record_reserve(self, key: str, value: str, ttl_ms: int) -> str | None:
-        existing = self._reserve(keys=[f"{KEY_PREFIX}:record:{key}"], args=[value, ttl_ms])
+        name = keys.record(key)
+        (existing,) = self._durable(name, lambda pipe: self._reserve(
+            keys=[name], args=[value, ttl_ms], client=pipe))
         return None if existing is None else existing.decode()
 
     def record_swap(self, key: str, expected: str, value: str, ttl_ms: int) -> bool:
-        return bool(self._swap(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected, value, ttl_ms]))
+        name = keys.record(key)
+        (swapped,) = self._durable(name, lambda pipe: self._swap(
+            keys=[name], args=[expected, value, ttl_ms], client=pipe))
+        return bool(swapped)
 
     def record_delete(self, key: str, expected: str) -> bool:
-        return bool(self._delete(keys=[f"{KEY_PREFIX}:record:{key}"], args=[expected]))
+        return bool(self._delete(keys=[keys.record(key)], args=[expected]))
 
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
                        event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
-        # The script answers 1 when it stored the record, [2, status] when it merged an orphan in.
-        answer = self._message_create(keys=_message_keys(key, event_id), args=[value, ttl_ms, event_id or ""])
-        if answer == 0:
+        # The script answers {1, ...} when it stored the record, {2, status, ...} when it
+        # merged an orphan in, {0, ...} when it left a live record alone.
+        answer = self._with_event(key, event_id, lambda names, event, indexed: self._message_create(
+            keys=names, args=[value, ttl_ms, event, indexed, EVENT_TTL_MS]))
+        if answer[0] == 0:
             return False
-        status = answer[1].decode() if isinstance(answer, list) else record.get("status")
+        status = answer[1].decode() if answer[0] == 2 else record.get("status")
         self._index_message(key, {**record, "status": status}, ttl_ms)
-        return isinstance(answer, list)
+        return answer[0] == 2
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
-        before, encoded = self._message_update(
-            keys=_message_keys(key, event_id),
-            args=[json.dumps(entry), json.dumps(orphan), ttl_ms, event_id or ""])
+        args = [json.dumps(entry), json.dumps(orphan), ttl_ms]
+        before, encoded, _ = self._with_event(key, event_id, lambda names, event, indexed: (
+            self._message_update(keys=names, args=[*args, event, indexed, EVENT_TTL_MS])))
         before, record = (before.decode() if before else None), _decoded(encoded)
         if before is not None and record.get("status") != before and not record.get("orphan"):
             self._index_status(key, record, ttl_ms)
         return before, record
 
     def message_get(self, key: str) -> dict[str, Any] | None:
-        value = self.client.get(f"{KEY_PREFIX}:message:{key}")
+        value = self.client.get(keys.message(key))
         return None if value is None else _decoded(value)
 
     # The list is one hash, number -> "source since": without a TTL, read by one HGET on
-    # the hot path, exported by HSCAN.
+    # the hot path, exported by HSCAN. An opt-out must survive a failover.
 
     def suppression_add(self, number: str, source: str) -> bool:
-        return bool(self._suppress_add(keys=[SUPPRESSIONS_KEY], args=[number, source]))
+        (added,) = self._durable(keys.SUPPRESSIONS, lambda pipe: self._suppress_add(
+            keys=[keys.SUPPRESSIONS], args=[number, source], client=pipe))
+        return bool(added)
 
     def suppression_remove(self, number: str) -> bool:
-        return bool(self.client.hdel(SUPPRESSIONS_KEY, number))
+        return bool(self.client.hdel(keys.SUPPRESSIONS, number))
 
     def suppression_get(self, number: str) -> tuple[str, int] | None:
-        value = self.client.hget(SUPPRESSIONS_KEY, number)
+        value = self.client.hget(keys.SUPPRESSIONS, number)
         return None if value is None else _suppression(value)
 
     def suppression_all(self) -> list[tuple[str, str, int]]:
         return sorted((number.decode(), *_suppression(value))
-                      for number, value in self.client.hscan_iter(SUPPRESSIONS_KEY, count=1000))
+                      for number, value in self.client.hscan_iter(keys.SUPPRESSIONS, count=1000))
 
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
             return False
 
     def close(self) -> None:
-        self.pool.disconnect()
+        clients.close(self.client)
 
     # -- segment budgets and estimates (SPEC section 14) --------------------------------
 
@@ -624,83 +754,139 @@ class RedisStorage(Storage):
 
     def _run_budget(self, key: str, cost: int, limit: int, window_ms: int,
                     consume: int) -> tuple[int, int, float]:
-        wait, used, *at = self._budget(keys=_budget_keys(key), args=[cost, limit, window_ms, consume])
+        wait, used, *at = self._budget(keys=keys.budget(key), args=[cost, limit, window_ms, consume])
         return int(wait), int(used), float(at[0]) if at else 0.0
 
     def delay_peek(self, key: str, reset_after_ms: int) -> int:
-        return int(self._delay_peek(keys=[f"{KEY_PREFIX}:delay:{key}"], args=[reset_after_ms]))
+        return int(self._delay_peek(keys=[keys.delay(key)], args=[reset_after_ms]))
 
     # -- status webhook outbox (SPEC section 11) -----------------------------------------
+    #
+    # On a cluster the message record and the outbox index live in different slots, so no
+    # one script can change a record, write its event and index it. The event is written
+    # in the message's slot by the same script as the record change (a change is never
+    # kept without its event); the index, in the `{outbox}` slot, is written by separate
+    # calls placed so that a process dying between any two of them loses nothing:
+    #
+    # 1. the message script runs with indexed=0; a change that makes an event answers
+    #    'index' and writes nothing (no event: one round trip, as before);
+    # 2. the id is indexed, due only INDEX_GRACE_MS from now;
+    # 3. the message script runs again with indexed=1: the change and its event together;
+    # 4. the index entry is made due now (or removed, when the script made no event).
+    #
+    # A death after 2 leaves an entry whose event may not exist: after the grace a claim
+    # reads the message slot, finds nothing, leaves a tombstone there and removes the
+    # entry. The tombstone makes a writer stalled past the grace answer 'stale' at 3, and
+    # it indexes a fresh id. A death after 3 leaves the event indexed, due after the grace.
+    # Delivery removes the event before its index entry, for the same reason.
+
+    def _with_event(self, key: str, event_id: str | None,
+                    run: Callable[[list[str], str, str], list[Any]]) -> list[Any]:
+        if not event_id:
+            return run([keys.message(key), keys.message_event(key, "-")], "", "0")
+        answer = run([keys.message(key), keys.message_event(key, event_id)], event_id, "0")
+        while _event_flag(answer) in ("index", "stale"):
+            if _event_flag(answer) == "stale":
+                event_id = events.new_event_id()
+            due = self._outbox_index(keys=keys.outbox(), args=[event_id, key, INDEX_GRACE_MS])
+            answer = run([keys.message(key), keys.message_event(key, event_id)], event_id, "1")
+            if _event_flag(answer) == "event":
+                self._outbox_ready(keys=keys.outbox(), args=[event_id, due])
+            elif _event_flag(answer) != "stale":
+                self._outbox_unindex(keys=keys.outbox(), args=[event_id, due])
+        return answer
 
     def webhook_claim(self, limit: int, lease_ms: int, retry_for_ms: float | None = None,
                       max_backlog: int | None = None) -> list[OutboxEvent]:
-        # The bounds ride in the claim's own script (issue 22): one round trip, as before.
+        # The bounds ride in the claim's own script (issue 22); each drop is then finished
+        # in its message's slot.
         rows, dropped_rows = self._outbox_claim(
-            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY],
+            keys=keys.outbox(),
             args=[limit, lease_ms, os.urandom(12).hex(),
                   "" if retry_for_ms is None else int(retry_for_ms),
                   "" if max_backlog is None else max_backlog,
-                  base.OUTBOX_DROP_BATCH, model.timestamp()])
+                  base.OUTBOX_DROP_BATCH])
         claimed = self._dropped_events(dropped_rows)
-        for event_id, key, record, attempts, age, lease in rows:
+        for raw_id, raw_key, raw_lease in rows:
+            event_key = keys.message_event(raw_key.decode("utf-8", "surrogateescape"),
+                                           raw_id.decode("utf-8", "surrogateescape"))
             try:
-                message_key = key.decode().removeprefix(f"{KEY_PREFIX}:message:")
-                claimed.append(OutboxEvent(event_id.decode(), message_key, _decoded(record), int(attempts),
-                                           float(age), lease.decode()))
+                fields = self._outbox_read(keys=[event_key], args=[EVENT_TTL_MS])
+            except UnicodeEncodeError:
+                fields = None
+            if fields is None:  # dangling: its event is gone or never came
+                self._outbox_remove(keys=keys.outbox(), args=[raw_id, raw_lease])
+                continue
+            record, attempts, age = fields
+            try:
+                claimed.append(OutboxEvent(raw_id.decode(), raw_key.decode(), _decoded(record),
+                                           int(attempts), float(age), raw_lease.decode()))
             except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
                 # Removed under our own lease (the raw id: it may not even be UTF-8).
-                self._outbox_drop(keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY,
-                                        OUTBOX_EVENT_PREFIX.encode() + event_id], args=[event_id, lease])
+                self.client.delete(event_key)
+                self._outbox_remove(keys=keys.outbox(), args=[raw_id, raw_lease])
                 log.error("status webhook event unreadable: removed from the outbox",
-                          extra={"webhook_id": event_id.decode("utf-8", "replace")[:100]})
+                          extra={"webhook_id": raw_id.decode("utf-8", "replace")[:100]})
         return claimed
 
-    @staticmethod
-    def _dropped_events(rows: list) -> list[OutboxEvent]:
-        dropped = []
-        for event_id, key, record, attempts, age, _, reason in rows:
+    def _dropped_events(self, rows: list) -> list[OutboxEvent]:
+        dropped, at = [], model.timestamp()
+        for raw_id, raw_key, age, reason in rows:
             try:
-                message_key = key.decode().removeprefix(f"{KEY_PREFIX}:message:")
-                dropped.append(OutboxEvent(event_id.decode(), message_key, _decoded(record),
-                                           int(attempts or 0), float(age or 0), "", reason.decode()))
-            except (TypeError, ValueError, AttributeError, UnicodeDecodeError):
+                event_id, key = raw_id.decode(), raw_key.decode()
+                fields = self._outbox_dropped(keys=[keys.message(key), keys.message_event(key, event_id)],
+                                              args=[reason, at, EVENT_TTL_MS, event_id])
+                if fields is None:  # its writer never wrote it: nothing was dropped
+                    continue
+                record, attempts = fields
+                dropped.append(OutboxEvent(event_id, key, _decoded(record), int(attempts or 0),
+                                           float(age or 0), "", reason.decode()))
+            except (TypeError, ValueError, AttributeError, UnicodeError):
                 log.error("status webhook event unreadable: removed from the outbox",
-                          extra={"webhook_id": event_id.decode("utf-8", "replace")[:100]})
+                          extra={"webhook_id": raw_id.decode("utf-8", "replace")[:100]})
         return dropped
 
     def webhook_delivered(self, event_id: str) -> bool:
-        return bool(self._outbox_delivered(
-            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id], args=[event_id]))
+        message_key = self.client.hget(keys.OUTBOX_MESSAGES, event_id)
+        if message_key is not None:
+            self.client.delete(keys.message_event(message_key.decode(), event_id))
+        return bool(self._outbox_remove(keys=keys.outbox(), args=[event_id, ""]))
 
     def webhook_retry(self, event_id: str, lease: str, delay_ms: int) -> bool:
-        return bool(self._outbox_retry(
-            keys=[OUTBOX_DUE_KEY, OUTBOX_EVENT_PREFIX + event_id], args=[event_id, lease, delay_ms]))
+        message_key = self._outbox_leased(keys=keys.outbox(), args=[event_id, lease, "retry", delay_ms])
+        if message_key is None:
+            return False
+        # After the lease check: a crash in between forgets one attempt, never counts one twice.
+        self._outbox_attempt(keys=[keys.message_event(message_key.decode(), event_id)])
+        return True
 
     def webhook_exhausted(self, event_id: str, lease: str, failure: dict[str, Any]) -> bool:
-        return bool(self._outbox_exhausted(
-            keys=[OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id],
-            args=[event_id, lease, json.dumps(failure)]))
+        message_key = self._outbox_leased(keys=keys.outbox(), args=[event_id, lease, "", 0])
+        if message_key is None:
+            return False
+        key = message_key.decode()
+        self._outbox_exhausted(keys=[keys.message(key), keys.message_event(key, event_id)],
+                               args=[json.dumps(failure)])
+        return bool(self._outbox_remove(keys=keys.outbox(), args=[event_id, lease]))
 
     def webhook_stats(self) -> tuple[int, float | None]:
-        count, age = self._outbox_stats(keys=[OUTBOX_CREATED_KEY])
+        count, age = self._outbox_stats(keys=[keys.OUTBOX_CREATED])
         return int(count), (None if age is None else float(age))
-
 
     # -- circuit breakers of provider failover (SPEC section 13) ------------------------
 
     def circuit_admit(self, key: str, lease_ms: int) -> tuple[str, int]:
-        state, value = self._circuit_claim(keys=[f"{KEY_PREFIX}:circuit:{key}"], args=[lease_ms])
+        state, value = self._circuit_claim(keys=[keys.circuit(key)], args=[lease_ms])
         return state.decode(), int(value)
 
     def circuit_record(self, key: str, ok: bool, trial: bool, threshold: int,
                        reset_after_ms: int) -> tuple[str, str]:
         before, after = self._circuit_record(
-            keys=[f"{KEY_PREFIX}:circuit:{key}"],
-            args=[int(ok), int(trial), threshold, reset_after_ms])
+            keys=[keys.circuit(key)], args=[int(ok), int(trial), threshold, reset_after_ms])
         return before.decode(), after.decode()
 
     def circuit_get(self, key: str) -> tuple[str, int, int]:
-        state, failures, ms = self._circuit_get(keys=[f"{KEY_PREFIX}:circuit:{key}"])
+        state, failures, ms = self._circuit_get(keys=[keys.circuit(key)])
         return state.decode(), int(failures), int(ms)
 
     # -- review fixes: taking back a budget spend that sent nothing ---------------------
@@ -708,7 +894,91 @@ class RedisStorage(Storage):
     def budget_refund(self, key: str, cost: int, window_ms: int, at: float) -> bool:
         # The entry as the spend's script wrote it: Lua prints a whole number of ms as such.
         entry = f"{int(at)}:{cost}"
-        return bool(self._budget_refund(keys=_budget_keys(key), args=[entry, cost]))
+        return bool(self._budget_refund(keys=keys.budget(key), args=[entry, cost]))
+
+    # -- Sentinel and Cluster (SPEC section 19) ------------------------------------------
+
+    def guarded(self, call: Callable[[], T]) -> T:
+        if self._upgrade_pending:
+            super().guarded(self._upgrade)
+        return super().guarded(call)
+
+    def describe(self) -> dict[str, Any]:
+        """The topology and where its primary is now, for check-config and the check-up.
+
+        Raises `redis.RedisError` or `OSError` when Redis cannot be asked.
+        """
+        return clients.describe(self.client, self.topology)
+
+    def _durable(self, key: str, queue: Callable[[Any], None]) -> list[Any]:
+        """Run the commands `queue` puts on a pipeline; then, when the primary holding `key`
+        has a replica, wait until one acknowledges them (WAIT 1) before answering.
+
+        For writes a failover must not lose (idempotency records, opt-outs, template
+        versions). One connection carries the writes and the WAIT, as WAIT requires, in
+        one round trip. Queue ONE script (or one command) on keys of `key`'s slot: a
+        Cluster redirection (MOVED, ASK, TRYAGAIN: nothing ran) is followed by sending
+        the pipeline again. A WAIT that times out is logged, and the answer stands: the
+        write is on the primary, and only a failover in that moment could lose it.
+        Returns the replies of the queued commands. Raises `redis.RedisError`.
+        """
+        replicated = self._has_replicas(key)
+        target = clients.node_client(self.client, self.topology, key)
+        asking = False
+        for _ in range(MAX_REDIRECTIONS):
+            pipe = target.pipeline(transaction=False)
+            if asking:
+                pipe.execute_command("ASKING")
+            queue(pipe)
+            # Scripts are sent by their sha alone: a pipeline would ask SCRIPT EXISTS first,
+            # a round trip each time; a NOSCRIPT is answered below instead.
+            scripts = set(pipe.scripts)
+            pipe.scripts.clear()
+            if replicated:
+                pipe.execute_command("WAIT", 1, WAIT_TIMEOUT_MS)
+            try:
+                replies = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                # A new primary after a failover, or a slot's new node: an empty script
+                # cache, and nothing ran.
+                for script in scripts:
+                    script.sha = target.script_load(script.script)
+            except (redis.exceptions.AskError, redis.exceptions.MovedError) as exc:
+                asking = isinstance(exc, redis.exceptions.AskError)
+                target = clients.node_client_at(self.client, exc, moved=not asking)
+            except redis.exceptions.TryAgainError:
+                asking = False
+                time.sleep(0.05)  # a slot half-migrated: its keys are moving
+        else:
+            raise redis.exceptions.ClusterError(f"still redirected after {MAX_REDIRECTIONS} attempts")
+        if asking:
+            replies.pop(0)
+        if replicated:
+            acknowledged = replies.pop()
+            if int(acknowledged) < 1:
+                log.warning("no replica acknowledged a write within %d ms: a failover now could lose it",
+                            WAIT_TIMEOUT_MS)
+        return replies
+
+    def _has_replicas(self, key: str) -> bool:
+        checked_at, answer = self._replica_check
+        if time.monotonic() - checked_at < REPLICA_CHECK_S:
+            return answer
+        answer = clients.has_replicas(self.client, self.topology, key)
+        self._replica_check = (time.monotonic(), answer)
+        return answer
+
+    def _try_upgrade(self) -> None:
+        try:
+            self._upgrade()
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException, OSError):
+            pass  # Redis is down at start-up: the first call that reaches it upgrades
+
+    def _upgrade(self) -> None:
+        if self._upgrade_pending:
+            upgrade_key_scheme(self.client)
+            self._upgrade_pending = False
 
     # -- message listing and overview (SPEC section 18) --------------------------------
 
@@ -727,7 +997,7 @@ class RedisStorage(Storage):
         keep = ttl_ms + _INDEX_MARGIN_MS
         calls = []
         for owner in {str(record.get("owner") or ""), None}:
-            tag = _index_tag(owner)
+            tag = keys.message_index(owner)
             static = []
             if mode == "add":
                 static.append(f"{tag}:provider:{record.get('provider')}")
@@ -737,9 +1007,9 @@ class RedisStorage(Storage):
                     static.append(f"{tag}:tpl:{listing.template_name(record)}")
             # A new record is in no status set yet: only its own is written.
             statuses = _INDEXED_STATUSES if mode == "status" else (status,) if new_status else ()
-            keys = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in statuses)]
+            names = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in statuses)]
             position = new_status if mode == "status" else 1
-            calls.append((len(keys), *keys, key, score, keep, keep, 2 + len(static), position, mode))
+            calls.append((len(names), *names, key, score, keep, keep, 2 + len(static), position, mode))
         try:
             self._pipeline_index(calls, record.get("checkAt") if mode == "add" else None, key)
         except (redis.RedisError, OSError) as exc:
@@ -760,7 +1030,7 @@ class RedisStorage(Storage):
             for call in calls:
                 pipe.evalsha(self._index.sha, *call)
             if isinstance(check_at, int | float):
-                pipe.zadd(DUE_KEY, {key: check_at})  # the reconciler's, in the same round trip
+                pipe.zadd(keys.RECONCILE_DUE, {key: check_at})  # the reconciler's, in the same round trip
             try:
                 pipe.execute()
                 return
@@ -775,7 +1045,7 @@ class RedisStorage(Storage):
                      limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         after = listing.decode_cursor(cursor) if cursor else None
         filters = listing.Filters(status, provider, template, since_ms, until_ms, receiver_hash)
-        tag = _index_tag(owner)
+        tag = keys.message_index(owner)
         # The most selective set that holds every match; the filters are checked on each record.
         if receiver_hash is not None:
             walked = f"{tag}:rcpt:{receiver_hash}"
@@ -801,7 +1071,7 @@ class RedisStorage(Storage):
                     if listing.before_cursor(score, member.decode(), after)]
             pipe = self.client.pipeline(transaction=False)
             for key, _ in rows:
-                pipe.get(_record_key(key))
+                pipe.get(keys.message(key))
             for (key, score), value in zip(rows, pipe.execute() if rows else [], strict=True):
                 if value is None:
                     continue  # a dangling entry: the record has expired
@@ -815,22 +1085,22 @@ class RedisStorage(Storage):
         return [record for _, _, record in page], following
 
     def message_stats(self, since_ms: float) -> dict[str, Any]:
-        keys = self.client.zrangebyscore(f"{_index_tag(None)}:by-time", int(since_ms), "+inf")
+        members = self.client.zrangebyscore(f"{keys.message_index(None)}:by-time", int(since_ms), "+inf")
         records = []
-        for start in range(0, len(keys), 500):
+        for start in range(0, len(members), 500):
             pipe = self.client.pipeline(transaction=False)
-            for key in keys[start:start + 500]:
-                pipe.get(_record_key(key.decode()))
+            for key in members[start:start + 500]:
+                pipe.get(keys.message(key.decode()))
             records += [_decoded(value) for value in pipe.execute() if value is not None]
         return listing.stats_of([record for record in records if listing.sent_ms(record) >= since_ms])
 
     def secret_once(self, name: str, candidate: str) -> str:
-        return self._secret(keys=[f"{KEY_PREFIX}:{{secret:{name}}}"], args=[candidate]).decode()
+        return self._secret(keys=[keys.secret(name)], args=[candidate]).decode()
 
     # -- prices (SPEC section 18) -------------------------------------------------------
 
     def message_price(self, key: str, price: str, unit: str) -> dict[str, Any] | None:
-        encoded = self._price(keys=[_record_key(key)], args=[price, unit])
+        encoded = self._price(keys=[keys.message(key)], args=[price, unit])
         return None if encoded is None else _decoded(encoded)
 
     # -- the reconciler's schedule (SPEC section 18) -------------------------------------
@@ -840,26 +1110,26 @@ class RedisStorage(Storage):
         # Whole ms, as model.schedule keeps them (cjson would round a fraction up).
         args = ["" if check_at_ms is None else str(math.floor(check_at_ms)),
                 "" if looked_at_ms is None else str(math.floor(looked_at_ms))]
-        if not self._schedule(keys=[_record_key(key)], args=args):
+        if not self._schedule(keys=[keys.message(key)], args=args):
             return False
         # The due set is another slot: a separate call, which message_due checks against the record.
         if check_at_ms is None:
-            self.client.zrem(DUE_KEY, key)
+            self.client.zrem(keys.RECONCILE_DUE, key)
         else:
-            self.client.zadd(DUE_KEY, {key: math.floor(check_at_ms)})
+            self.client.zadd(keys.RECONCILE_DUE, {key: math.floor(check_at_ms)})
         return True
 
     def message_due(self, now_ms: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
         due: list[tuple[str, dict[str, Any]]] = []
         while len(due) < limit:
             # The due ones found so far stay in the set, first: read past them.
-            rows = self.client.zrangebyscore(DUE_KEY, "-inf", now_ms, start=len(due), num=limit - len(due),
-                                             withscores=True)
+            rows = self.client.zrangebyscore(keys.RECONCILE_DUE, "-inf", now_ms, start=len(due),
+                                             num=limit - len(due), withscores=True)
             if not rows:
                 break
             pipe = self.client.pipeline(transaction=False)
             for member, _ in rows:
-                pipe.get(_record_key(member.decode()))
+                pipe.get(keys.message(member.decode()))
             stale = []
             for (member, _), value in zip(rows, pipe.execute(), strict=True):
                 record = None if value is None else _decoded(value)
@@ -867,11 +1137,12 @@ class RedisStorage(Storage):
                     due.append((member.decode(), record))
                 elif record is not None and isinstance(record.get("checkAt"), int | float) \
                         and record.get("status") not in model.FINAL:
-                    self.client.zadd(DUE_KEY, {member: record["checkAt"]})  # moved on: its own time
+                    # Moved on: due at its own time.
+                    self.client.zadd(keys.RECONCILE_DUE, {member: record["checkAt"]})
                 else:
                     stale.append(member)  # expired, final, or never again
             if stale:
-                self.client.zrem(DUE_KEY, *stale)
+                self.client.zrem(keys.RECONCILE_DUE, *stale)
             if len(rows) < limit and not stale:
                 break
         return due
@@ -929,8 +1200,6 @@ end
 redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
 return 1
 """
-# The reconciler's due set: message keys by checkAt, under a hash tag of its own.
-DUE_KEY = f"{KEY_PREFIX}:{{reconcile}}:due"
 
 # sms_service.status.model.set_price in Lua: an orphan or a record with a price keeps it.
 _PRICE_SCRIPT = """
@@ -953,24 +1222,9 @@ _LIST_BATCH = 200
 _INDEX_MARGIN_MS = 86_400_000
 
 
-def _index_tag(owner: str | None) -> str:
-    return f"{KEY_PREFIX}:{{msgidx}}" if owner is None else f"{KEY_PREFIX}:{{msgidx:{owner}}}"
-
-
-def _record_key(key: str) -> str:
-    return f"{KEY_PREFIX}:message:{key}"
-
-
-def _budget_keys(key: str) -> list[str]:
-    # One hash tag: both keys land on one Redis Cluster slot, as a script needs.
-    return [f"{KEY_PREFIX}:budget:{{{key}}}", f"{KEY_PREFIX}:budget:{{{key}}}:total"]
-
-
-def _message_keys(key: str, event_id: str | None) -> list[str]:
-    keys = [f"{KEY_PREFIX}:message:{key}"]
-    if event_id:
-        keys += [OUTBOX_DUE_KEY, OUTBOX_CREATED_KEY, OUTBOX_EVENT_PREFIX + event_id]
-    return keys
+def _event_flag(answer: list[Any]) -> str:
+    flag = answer[-1]
+    return flag.decode() if isinstance(flag, bytes) else (flag or "")
 
 
 def _decoded(value: bytes) -> dict[str, Any]:
