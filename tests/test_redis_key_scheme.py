@@ -59,8 +59,9 @@ def test_every_key_of_an_entity_shares_one_hash_tag(redis_uri):
     names = sorted(k.decode() for k in direct.keys("*"))
     tags = {name: name[name.index("{") + 1:name.index("}")] for name in names}
     assert all(name.startswith("sms-service:{") for name in names), names
+    # The listing index: one tag for the record's owner (here none: "msgidx:"), one for every owner.
     assert set(tags.values()) == {"window:w1", "delay:d1", "record:r1", "budget:US", "circuit:twilio",
-                                  "suppressions", "msg:m1", "outbox", "meta"}
+                                  "suppressions", "msg:m1", "outbox", "meta", "msgidx:", "msgidx"}
     # The event sits beside its record, in the message's slot.
     assert tags["sms-service:{msg:m1}:event:evt_1"] == "msg:m1"
     store.close()
