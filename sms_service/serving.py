@@ -7,11 +7,13 @@ deadlines) are read here because they configure gunicorn, not the app.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import math
 import os
 import selectors
+import shutil
 import socket
 import struct
 import sys
@@ -307,15 +309,35 @@ def packaged_settings() -> dict[str, Any]:
 
     Raises SystemExit(1) after one JSON line when a serving variable is wrong.
     """
-    # prometheus_client's multiprocess mode sums the workers' files: the directory must
-    # exist before any worker imports the client.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sms-service-metrics-")
-    os.environ[PACKAGED_MARKER] = "1"
     try:
-        return settings()
+        packaged = settings()
     except ConfigError as exc:
         _refuse(exc.message)
+    _metrics_directory()
+    os.environ[PACKAGED_MARKER] = "1"
+    return packaged
+
+
+def _metrics_directory() -> None:
+    """Give the workers a directory to share their metrics in, unless the operator chose one.
+
+    prometheus_client's multiprocess mode sums the workers' files; it must see the
+    variable before it is first imported (see sms_service.metrics). A directory made here
+    is removed when this process, the master, exits.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    if "prometheus_client" in sys.modules:  # too late: the workers would count alone
+        log.warning("prometheus_client was imported before the metrics directory was set: "
+                    "/-/metrics will show one worker's figures at most")
+    directory = tempfile.mkdtemp(prefix="sms-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(_remove_directory, directory, os.getpid())
+
+
+def _remove_directory(directory: str, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker runs the exit handlers too
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def check_worker_count(settings: Settings, workers: int) -> None:
