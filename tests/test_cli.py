@@ -3,9 +3,12 @@
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+import sms_service
 
 SCRIPT = Path(sys.executable).with_name("sms-service")
 
@@ -20,9 +23,9 @@ def test_providers_lists_name_distribution_version():
     result = run("providers")
     assert result.returncode == 0
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
-    assert rows["console"] == ["sms-service", "0.2.0"]
-    assert rows["twilio"] == ["sms-service-twilio", "0.1.0"]
-    assert rows["kaleyra"] == ["sms-service-kaleyra", "0.1.0"]
+    assert rows["console"] == ["sms-service", sms_service.__version__]
+    assert rows["twilio"] == ["sms-service-twilio", metadata.version("sms-service-twilio")]
+    assert rows["kaleyra"] == ["sms-service-kaleyra", metadata.version("sms-service-kaleyra")]
 
 
 def test_check_config_ok():
