@@ -31,9 +31,10 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
 from sms_service import wire
-from sms_service.config import LOG_LEVELS, Settings, load_settings
+from sms_service.config import LOG_LEVELS, load_settings
 from sms_service.exceptions import ConfigError
 from sms_service.logs import GunicornLogger, configure_logging
+from sms_service.startup_checks import check_startup, check_worker_count
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -307,15 +308,28 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 def packaged_settings() -> dict[str, Any]:
     """`settings()` of the process environment, with the process prepared to serve.
 
-    Raises SystemExit(1) after one JSON line when a serving variable is wrong.
+    The first time in a process, also runs the start-up checks (every variable, each
+    provider, the storage opened and written), so that a configuration that cannot serve
+    stops before gunicorn starts, let alone listens. Raises SystemExit(1) after one JSON
+    line naming the variable to fix.
     """
+    global _checked
     try:
         packaged = settings()
+        if not _checked:  # a reload (SIGHUP) reads this file again: the service is running
+            level = os.environ.get("LOG_LEVEL", "info").strip().lower()
+            configure_logging(level if level in LOG_LEVELS else "info")
+            checked = check_startup()
+            _checked = True
+            log.info(f"state {checked.state}")
     except ConfigError as exc:
         _refuse(exc.message)
     _metrics_directory()
     os.environ[PACKAGED_MARKER] = "1"
     return packaged
+
+
+_checked = False
 
 
 def _metrics_directory() -> None:
@@ -340,34 +354,17 @@ def _remove_directory(directory: str, owner: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def check_worker_count(settings: Settings, workers: int) -> None:
-    """Raise `ConfigError` naming STORAGE_URI when its storage cannot serve `workers` workers."""
-    if workers < 1:
-        raise ConfigError(f"gunicorn would run {workers} workers: at least 1 is needed")
-    if workers > 1 and not settings.shared_storage:
-        scheme = settings.storage_uri.split(":", 1)[0]
-        raise ConfigError(
-            f"STORAGE_URI is {scheme}:// but gunicorn would run {workers} workers: each would count "
-            "alone and multiply every limit; use sqlite:// or redis://, or one worker"
-        )
-
-
 def on_starting(server: Arbiter) -> None:
-    """Refuse to start on bad configuration, with one line that names the variable.
+    """Refuse a worker count the storage cannot serve, with one line that names the variable.
 
-    Raises SystemExit(1) after that line.
+    Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this is the
+    count gunicorn is about to fork; the rest was checked by `packaged_settings`. Raises
+    SystemExit(1) after that line.
     """
-    from sms_service.plugin_loader import load_providers
-
     level = server.cfg.loglevel.lower()
     configure_logging(level if level in LOG_LEVELS else "info")
     try:
-        service_settings = load_settings()
-        for provider in load_providers(service_settings).values():  # each one of SERVICE_PROVIDER
-            provider.close()
-        # Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this
-        # is the count gunicorn is about to fork.
-        check_worker_count(service_settings, server.cfg.workers)
+        check_worker_count(load_settings(), server.cfg.workers)
     except ConfigError as exc:
         server.log.critical(f"configuration error: {exc.message}")
         sys.exit(1)

@@ -111,13 +111,13 @@ def test_a_worker_count_growing_on_a_shared_storage_is_kept(monkeypatch):
 
 
 @pytest.fixture
-def process_env(monkeypatch, tmp_path):
+def process_env(monkeypatch, tmp_path, redis_uri):
     """The environment the in-process application reads, restored after the test."""
     for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_CMD_ARGS", "HTTP_PORT", "HTTP_BIND_HOST",
                  serving.PACKAGED_MARKER):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    for name, value in SHARED.items():
+    for name, value in {**SHARED, "STORAGE_URI": redis_uri}.items():  # the start-up checks write to it
         monkeypatch.setenv(name, value)
     return monkeypatch
 
