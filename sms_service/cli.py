@@ -6,12 +6,17 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-from sms_service.config import load_settings
+from sms_service.config import load_settings, storage_uri
 from sms_service.exceptions import ConfigError
 from sms_service.logs import configure_logging
-from sms_service.plugin_loader import installed_providers, load_providers
+from sms_service.plugin_loader import installed_providers
+from sms_service.storage import open_configured_storage, state_location
 from sms_service.suppression import csvio as suppressions_csv
+
+T = TypeVar("T")
 
 
 def _providers(_: argparse.Namespace) -> int:
@@ -23,16 +28,40 @@ def _providers(_: argparse.Namespace) -> int:
 
 
 def _check_config(_: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-        for provider in load_providers(settings).values():
-            provider.close()
-    except ConfigError as exc:
-        print(f"configuration error: {exc.message}", file=sys.stderr)
+    """What start-up checks, each problem on one line of its own; then where the state lives."""
+    from sms_service import serving
+    from sms_service.startup_checks import check_providers, check_worker_count
+
+    problems: list[str] = []
+
+    def check(step: Callable[[], T]) -> T | None:
+        try:
+            return step()
+        except ConfigError as exc:
+            if exc.message not in problems:  # a malformed STORAGE_URI is found twice
+                problems.append(exc.message)
+            return None
+
+    workers = check(serving.worker_count)
+    settings = check(load_settings)
+    if settings is not None:
+        check(lambda: check_providers(settings))
+        if workers is not None:
+            check(lambda: check_worker_count(settings, workers))
+    # The storage needs STORAGE_URI alone: it is checked whatever else is wrong.
+    state = check(_storage_state)
+    for problem in problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+    if problems:
         return 1
-    storage = "shared" if settings.shared_storage else "this process only"
-    print(f"configuration OK: provider {','.join(settings.providers)}, storage {storage}")
+    print(f"configuration OK: provider {','.join(settings.providers)}, {workers} "
+          f"worker{'s' if workers != 1 else ''}, state {state}")
     return 0
+
+
+def _storage_state() -> str:
+    open_configured_storage().close()
+    return state_location(storage_uri())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -94,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="threads, and connections, per worker (GUNICORN_THREADS, default 64)")
     serve.set_defaults(run=_serve)
     commands.add_parser("providers", help="list installed provider plugins").set_defaults(run=_providers)
-    commands.add_parser("check-config", help="validate the environment and exit 0 or 1").set_defaults(
+    commands.add_parser(
+        "check-config", help="check what start-up checks (variables, providers, storage, workers)",
+        description="Check what start-up checks: every variable, each provider's variables, the storage "
+        "reachable and writable, the worker count against the storage. Prints each problem on one line, "
+        "or where the state lives.",
+    ).set_defaults(
         run=_check_config
     )
     suppressions_csv.add_parser(commands)

@@ -8,11 +8,14 @@ deadlines) are read here because they configure gunicorn, not the app.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
+import io
 import logging
 import math
 import os
 import selectors
+import shlex
 import shutil
 import socket
 import struct
@@ -303,6 +306,28 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "child_exit": child_exit,
         "worker_exit": worker_exit,
     }
+
+
+def worker_count(env: Mapping[str, str] | None = None) -> int:
+    """The workers `sms-service serve` runs without flags: WEB_CONCURRENCY, then GUNICORN_CMD_ARGS.
+
+    Raises `ConfigError` naming a wrong serving variable, or GUNICORN_CMD_ARGS when
+    gunicorn cannot read it.
+    """
+    env = os.environ if env is None else env
+    workers = settings(env)["workers"]
+    cmd_args = env.get("GUNICORN_CMD_ARGS", "").strip()
+    if cmd_args:
+        from gunicorn.config import Config
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # not argparse's usage screen
+                parsed = Config().parser().parse_args(shlex.split(cmd_args))
+        except (SystemExit, ValueError):
+            raise ConfigError("GUNICORN_CMD_ARGS cannot be read as gunicorn's command-line options") from None
+        if parsed.workers is not None:
+            workers = parsed.workers
+    return workers
 
 
 def packaged_settings() -> dict[str, Any]:
