@@ -141,6 +141,21 @@ class ThreadWorker(gthread.ThreadWorker):
     def check_config(cls, cfg: Any, log: Any) -> None:
         """Nothing to check: gthread's warning about keep-alive does not apply here."""
 
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """Quick shutdown (SIGQUIT from the master, SIGINT from a terminal): leave at the loop's next turn.
+
+        gunicorn raises SystemExit from this handler, wherever the main thread happens to
+        be. Raised between a lock's acquire and the `try` that releases it (logging's
+        handler lock does that), the lock stays held for good: every request thread that
+        logs then blocks, the interpreter waits for them at exit, and the master kills the
+        worker after graceful_timeout (the 30 s SIGINT hang). Here the loop ends as on
+        SIGTERM, without waiting for open connections; requests already running finish
+        (their sends are bounded) before the process exits.
+        """
+        self.alive = False
+        self.cfg.set("graceful_timeout", 0)  # this process's copy: skip the wait for connections
+        self.cfg.worker_int(self)
+
     def accept(self, listener: socket.socket) -> None:
         """Take a new connection, as gthread does, as a `Connection`."""
         try:
@@ -286,10 +301,10 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "worker_class": WORKER_CLASS,
         # One thread per in-flight send: 64 covers 64 concurrent sends of 100 ms per worker.
         "threads": _count(env, "GUNICORN_THREADS") or DEFAULT_THREADS,
-        # A worker is killed only when its main loop stalls; in-flight sends are bounded by
-        # PROVIDER_TIMEOUT, so let SIGTERM wait a little longer than the slowest of them.
+        # A worker is killed only when its main loop stalls; in-flight sends are bounded, so
+        # SIGTERM waits for the longest of them (see longest_send_s).
         "timeout": 30,
-        "graceful_timeout": max(30, int(_lenient_seconds(env, "PROVIDER_TIMEOUT", 10)) + 5),
+        "graceful_timeout": graceful_timeout(env),
         "keepalive": 5,
         "accesslog": "-",
         "errorlog": "-",
@@ -328,6 +343,32 @@ def worker_count(env: Mapping[str, str] | None = None) -> int:
         if parsed.workers is not None:
             workers = parsed.workers
     return workers
+
+
+# Past the provider calls of a send: its storage writes (SQLite may wait out a 3 s busy
+# timeout), the answer, and the worker noticing SIGTERM up to a second after the master
+# sent it (both count graceful_timeout from their own moment).
+SHUTDOWN_MARGIN_S = 10
+MIN_GRACEFUL_TIMEOUT = 30
+
+
+def longest_send_s(env: Mapping[str, str]) -> float:
+    """The longest a send can take in provider calls: for each provider in failover order,
+    its balance check (when on) and its send, each bounded by PROVIDER_TIMEOUT.
+
+    A configuration that does not load counts as the default one (start-up names it).
+    """
+    try:
+        service = load_settings(env)
+    except ConfigError:
+        return _lenient_seconds(env, "PROVIDER_TIMEOUT", 10)
+    calls = sum(2 if service.balance_checks.get(name) else 1 for name in service.providers)
+    return calls * service.provider_timeout
+
+
+def graceful_timeout(env: Mapping[str, str]) -> int:
+    """Seconds SIGTERM waits for the requests in flight: the longest send and a margin, 30 at least."""
+    return max(MIN_GRACEFUL_TIMEOUT, math.ceil(longest_send_s(env) + SHUTDOWN_MARGIN_S))
 
 
 def packaged_settings() -> dict[str, Any]:

@@ -41,6 +41,7 @@ class FakeProvider:
         self.slow_seconds = 3.0
         self.balance = "10.00"
         self.balance_status = 200
+        self.balance_delay = 0.0  # seconds the balance answer takes
         self.retry_after = "7"
         self.messages: list[dict] = []
         self.balance_calls = 0
@@ -95,6 +96,7 @@ class FakeProvider:
             self.mode = "ok"
             self.balance = "10.00"
             self.balance_status = 200
+            self.balance_delay = 0.0
             self.messages.clear()
             self.balance_calls = 0
             self.callback_first = None
@@ -202,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with self.fake.lock:
             self.fake.balance_calls += 1
+        time.sleep(self.fake.balance_delay)
         if self.fake.balance_status != 200:
             self._json(self.fake.balance_status, {"message": "balance unavailable"})
         elif TWILIO_BALANCE.fullmatch(self.path):
