@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from sms_service.config import load_settings, storage_uri
+from sms_service.config import load_settings, required_callback_secret, storage_uri
 from sms_service.exceptions import ConfigError
 from sms_service.logs import configure_logging
 from sms_service.plugin_loader import installed_providers
@@ -62,6 +62,18 @@ def _check_config(_: argparse.Namespace) -> int:
 def _storage_state() -> str:
     open_configured_storage().close()
     return state_location(storage_uri())
+
+
+def _callback_token(args: argparse.Namespace) -> int:
+    from sms_service.status.callbacks import callback_token
+
+    try:
+        secret = required_callback_secret()
+    except ConfigError as exc:
+        print(f"configuration error: {exc.message}", file=sys.stderr)
+        return 1
+    print(callback_token(secret, args.provider))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -132,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         run=_check_config
     )
     suppressions_csv.add_parser(commands)
+    token = commands.add_parser(
+        "callback-token", help="print the ?token= of a provider's callback URLs (from CALLBACK_SECRET)",
+        description="Print the token the service puts in the callback URLs of a provider that cannot sign "
+        "its callbacks (console, kaleyra), derived from CALLBACK_SECRET: for posting a trial callback "
+        "by hand. Exits 1 when CALLBACK_SECRET is not set.",
+    )
+    token.add_argument("provider", help="the provider's SERVICE_PROVIDER name, such as console")
+    token.set_defaults(run=_callback_token)
     new_plugin = commands.add_parser(
         "new-plugin", help="write a new provider plugin distribution to start from",
         description="Write a ready provider plugin distribution (pyproject.toml with the entry point, "

@@ -87,6 +87,19 @@ def storage_uri(env: Mapping[str, str] | None = None) -> str:
     return _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
 
 
+def required_callback_secret(env: Mapping[str, str] | None = None) -> str:
+    """CALLBACK_SECRET from `env` (the process environment by default), for commands that need it.
+
+    Raises `ConfigError` naming it when it is unset (not exported to this shell) or malformed.
+    """
+    env = os.environ if env is None else env
+    secret = _secret(env, "CALLBACK_SECRET")
+    if secret is None:
+        raise ConfigError("CALLBACK_SECRET is not set in this environment: export the service's "
+                          "CALLBACK_SECRET first (export CALLBACK_SECRET=...)")
+    return secret
+
+
 def storage_variable(env: Mapping[str, str]) -> str:
     """The variable to fix when the storage cannot be used: STORAGE_URI when set, else STATE_DIR."""
     return "STORAGE_URI" if _raw(env, "STORAGE_URI", "") else "STATE_DIR"

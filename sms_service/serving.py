@@ -431,6 +431,9 @@ def on_starting(server: Arbiter) -> None:
     configure_logging(level if level in LOG_LEVELS else "info")
     try:
         check_worker_count(load_settings(), server.cfg.workers)
+        if not (server.LISTENERS or server.cfg.reuse_port or os.environ.get("LISTEN_FDS")
+                or os.environ.get("GUNICORN_FD")):  # gunicorn binds them itself next
+            check_addresses_free(server.cfg.address)
     except ConfigError as exc:
         server.log.critical(f"configuration error: {exc.message}")
         sys.exit(1)
@@ -438,6 +441,30 @@ def on_starting(server: Arbiter) -> None:
     for name in os.listdir(directory):  # stale files of a previous run would be summed in
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def check_addresses_free(addresses: list[Any]) -> None:
+    """Raise `ConfigError` naming HTTP_PORT when another process listens on one of `addresses`.
+
+    gunicorn would try five times, a second apart, logging an ERROR each time, then stop
+    with no hint of what to change.
+    """
+    for address in addresses:
+        if not isinstance(address, tuple):  # a unix socket: gunicorn's to handle
+            continue
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    continue  # anything else is gunicorn's to say
+                raise ConfigError(
+                    f"HTTP_PORT {port} on {host} is in use by another process (another sms-service?): "
+                    "stop it, or choose another port with `sms-service serve --port` or HTTP_PORT"
+                ) from None
 
 
 def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:

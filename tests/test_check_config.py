@@ -8,6 +8,7 @@ import pytest
 from support.ports import free_port
 
 from sms_service import cli
+from sms_service.status.callbacks import callback_token
 
 CONSOLE = {"SERVICE_PROVIDER": "console"}
 CLEARED = ("STORAGE_URI", "STATE_DIR", "STATE_DIRECTORY", "XDG_STATE_HOME", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS",
@@ -99,3 +100,17 @@ def test_the_command_exits_non_zero_as_a_process(tmp_path):
                                  "ALLOWED_COUNTRIES": "UK"})
     assert result.returncode == 1
     assert "did you mean GB?" in result.stderr
+
+
+def test_callback_token_refuses_an_unset_secret(monkeypatch, capsys):
+    monkeypatch.delenv("CALLBACK_SECRET", raising=False)
+    assert cli.main(["callback-token", "console"]) == 1
+    assert capsys.readouterr().err.startswith("configuration error: CALLBACK_SECRET is not set in this environment")
+    monkeypatch.setenv("CALLBACK_SECRET", "local-dev-secret-123")
+    assert cli.main(["callback-token", "console"]) == 0
+    assert capsys.readouterr().out.strip() == callback_token("local-dev-secret-123", "console")
+
+
+def test_a_token_of_an_empty_secret_is_refused():
+    with pytest.raises(ValueError, match="CALLBACK_SECRET is empty"):
+        callback_token("", "console")

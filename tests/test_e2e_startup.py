@@ -83,3 +83,27 @@ def test_the_state_file_is_where_start_up_says():
         where = next(r["message"] for r in service.log_records() if r["message"].startswith("state "))
     assert where == f"state in the SQLite file {service.state_dir / 'sms-service.db'}"
     assert Path(service.state_dir / "sms-service.db").exists()
+
+
+def test_an_unknown_provider_is_one_line_with_no_warning_before_it():
+    record = refused(Service({"SERVICE_PROVIDER": "nope"}, command=SERVE_COMMAND))
+    assert record["message"].startswith("configuration error: SERVICE_PROVIDER 'nope' is not an installed provider; "
+                                        "installed: ")
+
+
+@COMMANDS
+def test_a_port_in_use_is_one_line_naming_the_flag_and_the_variable(command):
+    service = Service(CONSOLE, command=command)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", service.port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            service.start(timeout=20)
+    records = service.log_records()
+    errors = [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert len(errors) == 1
+    assert errors[0]["message"] == (
+        f"configuration error: HTTP_PORT {service.port} on 127.0.0.1 is in use by another process (another "
+        "sms-service?): stop it, or choose another port with `sms-service serve --port` or HTTP_PORT")
+    assert not [r for r in records if "Connection in use" in r["message"]]
