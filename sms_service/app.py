@@ -143,7 +143,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     services.key_identities  # noqa: B018  (hashed once at start-up, never on the hot path)
     app.extensions["sms_service"] = services
-    api = errors.init_app(app)
+    api = errors.init_app(app, api_keys=bool(settings.api_keys))
     api.register_blueprint(send.bp)
     api.register_blueprint(estimate.bp)
     api.register_blueprint(status_routes.bp)

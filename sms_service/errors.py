@@ -224,8 +224,8 @@ def _flatten(messages: Any, path: str = "") -> str:
     return str(messages)
 
 
-def init_app(app: Flask) -> ServiceApi:
-    """Attach the Api (OpenAPI document, error handlers) to `app`."""
+def init_app(app: Flask, api_keys: bool = False) -> ServiceApi:
+    """Attach the Api (OpenAPI document, error handlers) to `app`; `api_keys`: API_KEYS is set."""
     from sms_service import openapi
 
-    return ServiceApi(app, spec_kwargs={"extra_plugins": [openapi.HeadersPlugin()]})
+    return ServiceApi(app, spec_kwargs={"extra_plugins": [openapi.HeadersPlugin(api_keys)]})

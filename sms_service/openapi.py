@@ -44,7 +44,15 @@ def _ref(name: str) -> dict[str, str]:
 
 
 class HeadersPlugin(BasePlugin):
-    """Give every operation the X-Request-Id header, asked and answered, and its security."""
+    """Give every operation the X-Request-Id header, asked and answered, and its security.
+
+    The document describes this deployment: the API key is required on its routes only
+    when API_KEYS is set (`api_keys`).
+    """
+
+    def __init__(self, api_keys: bool) -> None:
+        super().__init__()
+        self.api_keys = api_keys
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **_: Any) -> None:
         for operation in (operations or {}).values():
@@ -61,7 +69,7 @@ class HeadersPlugin(BasePlugin):
                     headers["Retry-After"] = _ref("Retry-After")
                 if path == "/send" and str(status) == "200":
                     headers["Idempotent-Replayed"] = _ref("Idempotent-Replayed")
-            if path in API_KEY_ROUTES and "security" not in operation:
+            if self.api_keys and path in API_KEY_ROUTES and "security" not in operation:
                 operation["security"] = [{API_KEY_SCHEME: []}]
 
 

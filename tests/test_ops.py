@@ -69,7 +69,7 @@ def test_openapi_document_is_valid_and_complete(client):
     estimate = document["paths"]["/estimate"]["post"]
     assert "502" in estimate["responses"]
     for path, method in (("/send", "post"), ("/estimate", "post"), ("/messages/{sid}", "get")):
-        assert document["paths"][path][method]["security"] == [{"apiKey": []}]
+        assert "security" not in document["paths"][path][method]  # API_KEYS is not set: no key is asked
     assert document["paths"]["/suppressions/{number}"]["get"]["security"] == [{"adminKey": []}]
     assert document["paths"]["/callbacks/{provider}/status"]["post"]["security"] == []
     for path, item in document["paths"].items():
@@ -84,6 +84,15 @@ def test_openapi_document_is_valid_and_complete(client):
     sent = document["paths"]["/send"]["post"]["responses"]
     assert set(sent["200"]["headers"]) == {"X-Request-Id", "Idempotent-Replayed"}
     assert sent["429"]["headers"]["Retry-After"] == {"$ref": "#/components/headers/Retry-After"}
+
+
+def test_openapi_asks_for_the_api_key_when_api_keys_is_set():
+    document = create_app({"SERVICE_PROVIDER": "console", "API_KEYS": "k" * 20}).test_client().get(
+        "/documentation/json", headers={"Authorization": "Bearer " + "k" * 20}).get_json()
+    validate(document)
+    for path, method in (("/send", "post"), ("/estimate", "post"), ("/messages/{sid}", "get")):
+        assert document["paths"][path][method]["security"] == [{"apiKey": []}]
+    assert document["paths"]["/-/ready"]["get"]["security"] == []
 
 
 def test_openapi_servers_name_the_public_base_url():
