@@ -321,8 +321,12 @@ def test_sqlite_unwritable_directory_is_a_clear_start_up_error(tmp_path):
     blocked.write_text("")
     with pytest.raises(ConfigError) as info:
         create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(blocked / "state")})
-    assert str(info.value).startswith("STORAGE_URI")
+    assert str(info.value).startswith("STATE_DIR cannot hold the state file")  # the variable that was set
     assert "\n" not in str(info.value)
+    uri = f"sqlite:///{blocked}/state/sms.db"
+    with pytest.raises(ConfigError) as info:
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": uri})
+    assert str(info.value).startswith(f"STORAGE_URI {uri} cannot be opened and written")
 
 
 # -- Redis: nothing is ever run twice ------------------------------------------------
