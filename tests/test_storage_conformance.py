@@ -576,7 +576,8 @@ def test_sqlite_file_of_another_schema_is_a_clear_start_up_error_and_left_alone(
     with pytest.raises(ConfigError) as info:
         create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(path.parent)})
     message = str(info.value)
-    assert message.startswith("STORAGE_URI") and "schema" in message and "\n" not in message
+    assert message.startswith(f"STATE_DIR holds the state file {path}, which this sms-service cannot use: ")
+    assert "schema" in message and "\n" not in message
     with sqlite3.connect(str(path)) as conn:
         assert conn.execute("SELECT key FROM streaks").fetchall() == [("kept",)]
     with sqlite3.connect(str(path)) as conn:
