@@ -136,7 +136,9 @@ def _unusable(uri: str, variable: str, exc: BaseException) -> ConfigError:
         if os.path.exists(folder) and not os.path.isdir(folder):
             reason = f"{folder} is not a folder"
         if type(exc) is sqlite3.DatabaseError:  # opened, but not a file this version reads (its schema)
-            where = "STATE_DIR holds the state file" if variable == "STATE_DIR" else "STORAGE_URI names the file"
+            where = "STORAGE_URI names the file"
+            if variable == "STATE_DIR":
+                where = "STATE_DIR holds the state file"
             return ConfigError(f"{where} {path}, which this sms-service cannot use: {reason}")
         if variable == "STATE_DIR":
             return ConfigError(f"STATE_DIR cannot hold the state file {path} ({reason}): point STATE_DIR "
