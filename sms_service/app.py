@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from sms_service import errors, estimate, metrics, ops, send
+from sms_service import errors, estimate, metrics, openapi, ops, send
 from sms_service.config import Settings, ignored_failover_settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.exceptions import StorageUnavailable
@@ -157,22 +157,22 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/documentation",
         OPENAPI_JSON_PATH="json",
+        API_SPEC_OPTIONS=openapi.spec_options(settings.public_base_url),
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
     services.key_identities  # noqa: B018  (hashed once at start-up, never on the hot path)
     app.extensions["sms_service"] = services
-    api = errors.init_app(app)
+    api = errors.init_app(app, api_keys=bool(settings.api_keys))
     api.register_blueprint(send.bp)
     api.register_blueprint(estimate.bp)
     api.register_blueprint(status_routes.bp)
-    api.spec.components.security_scheme(
-        "adminKey", {"type": "http", "scheme": "bearer", "description": "one of ADMIN_API_KEYS"})
     api.register_blueprint(suppression_routes.bp)
     if not settings.shared_storage:
         log.warning("the suppression list lives in process memory (STORAGE_URI memory://): opt-outs are "
                     "lost at every restart; use sqlite:// or a persistent redis:// in production")
     app.register_blueprint(ops.bp)
+    openapi.document(api, app)
 
     @app.before_request
     def take_request_id() -> None:

@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import phonenumbers
-
 from sms_service import metrics
 from sms_service.durations import parse_duration_ms
 from sms_service.exceptions import MessageOverBudget, SegmentBudgetExceeded, StorageUnavailable
+from sms_service.phone import region_problem
 
 if TYPE_CHECKING:  # storage reads Settings, which hold a BudgetTable
     from sms_service.storage import Storage
@@ -83,9 +82,9 @@ def parse_budgets(text: str) -> BudgetTable:
                 f"entry {entry!r} is not COUNTRY=SEGMENTS/WINDOW, such as US=20000/1d or *=500/1h")
         country, limit_text, window_text = (part.strip() for part in match.groups())
         country = country.upper()
-        if country != OTHERS and country not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"entry {entry!r}: {country!r} is not an ISO 3166 alpha-2 country code "
-                             "that phone numbers belong to (or * for each other country)")
+        problem = None if country == OTHERS else region_problem(country)
+        if problem:
+            raise ValueError(f"entry {entry!r}: {problem} (or * for each other country)")
         if country in countries or (country == OTHERS and others is not None):
             raise ValueError(f"names {country} twice")
         if not (limit_text.isascii() and limit_text.isdigit()) or not 0 < int(limit_text) <= MAX_SEGMENTS:

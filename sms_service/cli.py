@@ -6,12 +6,17 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-from sms_service.config import Settings, load_settings
+from sms_service.config import Settings, load_settings, required_callback_secret, storage_uri
 from sms_service.exceptions import ConfigError, StorageUnavailable
 from sms_service.logs import configure_logging
-from sms_service.plugin_loader import installed_providers, load_providers
+from sms_service.plugin_loader import installed_providers
+from sms_service.storage import open_configured_storage, state_location
 from sms_service.suppression import csvio as suppressions_csv
+
+T = TypeVar("T")
 
 
 def _providers(_: argparse.Namespace) -> int:
@@ -23,17 +28,53 @@ def _providers(_: argparse.Namespace) -> int:
 
 
 def _check_config(_: argparse.Namespace) -> int:
+    """What start-up checks, each problem on one line of its own; then where the state lives."""
+    from sms_service import serving
+    from sms_service.startup_checks import check_providers, check_worker_count
+
+    problems: list[str] = []
+
+    def check(step: Callable[[], T]) -> T | None:
+        try:
+            return step()
+        except ConfigError as exc:
+            if exc.message not in problems:  # a malformed STORAGE_URI is found twice
+                problems.append(exc.message)
+            return None
+
+    workers = check(serving.worker_count)
+    settings = check(load_settings)
+    if settings is not None:
+        check(lambda: check_providers(settings))
+        if workers is not None:
+            check(lambda: check_worker_count(settings, workers))
+    # The storage needs STORAGE_URI alone: it is checked whatever else is wrong.
+    state = check(_storage_state)
+    for problem in problems:
+        print(f"configuration error: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"configuration OK: provider {','.join(settings.providers)}, {workers} "
+          f"worker{'s' if workers != 1 else ''}, state {state}")
+    if settings.redis_topology is not None:
+        print(f"storage: {_redis_now(settings)}")
+    return 0
+
+
+def _storage_state() -> str:
+    open_configured_storage().close()
+    return state_location(storage_uri())
+
+
+def _callback_token(args: argparse.Namespace) -> int:
+    from sms_service.status.callbacks import callback_token
+
     try:
-        settings = load_settings()
-        for provider in load_providers(settings).values():
-            provider.close()
+        secret = required_callback_secret()
     except ConfigError as exc:
         print(f"configuration error: {exc.message}", file=sys.stderr)
         return 1
-    storage = "shared" if settings.shared_storage else "this process only"
-    print(f"configuration OK: provider {','.join(settings.providers)}, storage {storage}")
-    if settings.redis_topology is not None:
-        print(f"storage: {_redis_now(settings)}")
+    print(callback_token(secret, args.provider))
     return 0
 
 
@@ -118,10 +159,23 @@ def main(argv: list[str] | None = None) -> int:
                        help="threads, and connections, per worker (GUNICORN_THREADS, default 64)")
     serve.set_defaults(run=_serve)
     commands.add_parser("providers", help="list installed provider plugins").set_defaults(run=_providers)
-    commands.add_parser("check-config", help="validate the environment and exit 0 or 1").set_defaults(
+    commands.add_parser(
+        "check-config", help="check what start-up checks (variables, providers, storage, workers)",
+        description="Check what start-up checks: every variable, each provider's variables, the storage "
+        "reachable and writable, the worker count against the storage. Prints each problem on one line, "
+        "or where the state lives.",
+    ).set_defaults(
         run=_check_config
     )
     suppressions_csv.add_parser(commands)
+    token = commands.add_parser(
+        "callback-token", help="print the ?token= of a provider's callback URLs (from CALLBACK_SECRET)",
+        description="Print the token the service puts in the callback URLs of a provider that cannot sign "
+        "its callbacks (console, kaleyra), derived from CALLBACK_SECRET: for posting a trial callback "
+        "by hand. Exits 1 when CALLBACK_SECRET is not set.",
+    )
+    token.add_argument("provider", help="the provider's SERVICE_PROVIDER name, such as console")
+    token.set_defaults(run=_callback_token)
     new_plugin = commands.add_parser(
         "new-plugin", help="write a new provider plugin distribution to start from",
         description="Write a ready provider plugin distribution (pyproject.toml with the entry point, "

@@ -21,13 +21,12 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 from sms_service.budgets import BudgetTable, parse_budgets
 from sms_service.durations import parse_duration_ms
 from sms_service.exceptions import ConfigError
-from sms_service.phone import NUMBER_TYPES
+from sms_service.phone import NUMBER_TYPES, region_problem
 from sms_service.redis_topology import RedisTopology, is_redis_uri, parse_redis_uri
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-_REGION = re.compile(r"[A-Z]{2}")
 
 
 @dataclass(frozen=True)
@@ -80,9 +79,42 @@ class Settings:
         return balance_variable(self.provider)
 
     @property
+    def storage_variable(self) -> str:
+        """The variable that chose the storage (see `storage_variable`)."""
+        return storage_variable(self.env)
+
+    @property
     def shared_storage(self) -> bool:
         """Tell whether guard state is shared between processes."""
         return not self.storage_uri.startswith("memory://")
+
+
+def storage_uri(env: Mapping[str, str] | None = None) -> str:
+    """STORAGE_URI from `env` (the process environment by default), else the state directory's file.
+
+    All that commands working on the stored data need: no provider is configured.
+    Raises `ConfigError` naming STORAGE_URI when it is malformed.
+    """
+    env = os.environ if env is None else env
+    return _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
+
+
+def required_callback_secret(env: Mapping[str, str] | None = None) -> str:
+    """CALLBACK_SECRET from `env` (the process environment by default), for commands that need it.
+
+    Raises `ConfigError` naming it when it is unset (not exported to this shell) or malformed.
+    """
+    env = os.environ if env is None else env
+    secret = _secret(env, "CALLBACK_SECRET")
+    if secret is None:
+        raise ConfigError("CALLBACK_SECRET is not set in this environment: export the service's "
+                          "CALLBACK_SECRET first (export CALLBACK_SECRET=...)")
+    return secret
+
+
+def storage_variable(env: Mapping[str, str]) -> str:
+    """The variable to fix when the storage cannot be used: STORAGE_URI when set, else STATE_DIR."""
+    return "STORAGE_URI" if _raw(env, "STORAGE_URI", "") else "STATE_DIR"
 
 
 def balance_variable(provider: str) -> str:
@@ -98,7 +130,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     providers = _provider_list(env, "SERVICE_PROVIDER")
     provider = providers[0]
-    storage_uri = _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
+    uri = storage_uri(env)
     settings = Settings(
         provider=provider,
         rate_limit_max_requests=_positive_int(env, "RATE_LIMIT_MAX_REQUESTS", 100),
@@ -106,8 +138,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delay_reset_after=_seconds_at_most(env, "EXPONENTIAL_DELAY_RESET_AFTER", 120, 30 * 86_400),
         http_port=_port(env, "HTTP_PORT", 3000),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
-        storage_uri=storage_uri,
-        redis_topology=_redis_topology("STORAGE_URI", storage_uri),
+        storage_uri=uri,
+        redis_topology=_redis_topology("STORAGE_URI", uri),
         provider_timeout=_positive_number(env, "PROVIDER_TIMEOUT", 10),
         allowed_countries=_countries(env, "ALLOWED_COUNTRIES"),
         blocked_number_types=_number_types(env, "BLOCKED_NUMBER_TYPES", "PREMIUM_RATE,SHARED_COST"),
@@ -335,11 +367,15 @@ def _countries(env: Mapping[str, str], name: str) -> frozenset[str] | None:
     text = _raw(env, name, "")
     if not text:
         return None
-    codes = frozenset(code.strip().upper() for code in text.split(",") if code.strip())
-    bad = sorted(code for code in codes if not _REGION.fullmatch(code))
-    if bad or not codes:
-        raise ConfigError(f"{name} must list ISO 3166 alpha-2 codes such as US,GB; bad: {', '.join(bad)}")
-    return codes
+    codes = [code.strip().upper() for code in text.split(",")]
+    if "" in codes:
+        raise ConfigError(f"{name} has an empty entry: list ISO 3166 alpha-2 codes separated by commas, "
+                          "such as US,GB")
+    for code in codes:
+        problem = region_problem(code)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
+    return frozenset(codes)
 
 
 def _number_types(env: Mapping[str, str], name: str, default: str) -> frozenset[str]:

@@ -130,6 +130,9 @@ class ServiceApi(Api):
 
     ERROR_SCHEMA = ErrorSchema
 
+    def _register_pagination_header(self) -> None:
+        """Nothing: no route pages, and the header would leave an unused PaginationMetadata schema."""
+
     def _register_error_handlers(self) -> None:
         super()._register_error_handlers()
         self._app.register_error_handler(SmsServiceError, handle_service_error)
@@ -221,6 +224,8 @@ def _flatten(messages: Any, path: str = "") -> str:
     return str(messages)
 
 
-def init_app(app: Flask) -> ServiceApi:
-    """Attach the Api (OpenAPI document, error handlers) to `app`."""
-    return ServiceApi(app)
+def init_app(app: Flask, api_keys: bool = False) -> ServiceApi:
+    """Attach the Api (OpenAPI document, error handlers) to `app`; `api_keys`: API_KEYS is set."""
+    from sms_service import openapi
+
+    return ServiceApi(app, spec_kwargs={"extra_plugins": [openapi.HeadersPlugin(api_keys)]})

@@ -24,6 +24,7 @@ _STATUSES = {
           "out, or more segments than the country's whole budget", None),
     429: ("the global rate limit (which estimates count against), or /send would refuse: the "
           "receiver's delay or the country's segment budget", ERROR_STATUSES[429][1]),
+    502: ("the balance check failed: the provider refused our credentials or answered garbage", None),
     503: ("/send would refuse: balance empty or unknown; or shared storage unavailable", None),
 }
 

@@ -1,21 +1,79 @@
 """Prometheus metrics, summed across gunicorn workers (multiprocess mode).
 
 No label ever holds a phone number or a message body: labels are fixed words.
+
+The metrics are declared here and built on first use, with prometheus_client imported
+only then: the client picks, once, as it is imported, whether values live in this
+process or in the workers' shared files (PROMETHEUS_MULTIPROC_DIR). The packaged gunicorn
+settings set that variable after the configuration (which imports this module) is
+loaded; a client imported here at import time would count every worker alone, and
+/-/metrics would be empty. `tests/test_metrics_import.py` keeps it so.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+_build_lock = threading.Lock()
+
+
+class _Metric:
+    """A prometheus_client metric, declared now and built in the process that first uses it."""
+
+    def __init__(self, kind: str, name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = (),
+                 **options: Any) -> None:
+        self._spec = (kind, name, documentation, tuple(labelnames), options)
+        self._metric: Any = None
+
+    def _built(self) -> Any:
+        metric = self._metric
+        if metric is None:
+            with _build_lock:
+                if self._metric is None:
+                    import prometheus_client
+
+                    kind, name, documentation, labelnames, options = self._spec
+                    build = getattr(prometheus_client, kind)
+                    self._metric = build(name, documentation, labelnames, **options)
+                metric = self._metric
+        return metric
+
+    def labels(self, *values: str) -> Any:
+        """The child of these label values (see prometheus_client)."""
+        return self._built().labels(*values)
+
+    def inc(self, amount: float = 1) -> None:
+        """Add `amount` to an unlabelled counter or gauge."""
+        self._built().inc(amount)
+
+    def set(self, value: float) -> None:
+        """Set an unlabelled gauge."""
+        self._built().set(value)
+
+    def get(self) -> float:
+        """The value of an unlabelled metric in this process (for tests)."""
+        return self._built()._value.get()
+
+
+def Counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = (),
+            **options: Any) -> _Metric:
+    """A counter built on first use (prometheus_client.Counter's arguments)."""
+    return _Metric("Counter", name, documentation, labelnames, **options)
+
+
+def Gauge(name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = (),
+          **options: Any) -> _Metric:
+    """A gauge built on first use (prometheus_client.Gauge's arguments)."""
+    return _Metric("Gauge", name, documentation, labelnames, **options)
+
+
+def Histogram(name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = (),
+              **options: Any) -> _Metric:
+    """A histogram built on first use (prometheus_client.Histogram's arguments)."""
+    return _Metric("Histogram", name, documentation, labelnames, **options)
+
 
 SEND_REQUESTS = Counter(
     "sms_send_requests_total", "Requests to POST /send by outcome",
@@ -114,11 +172,18 @@ def count_delivery_status(provider: str, status: str, country: str | None) -> No
 
 def exposition() -> tuple[bytes, str]:
     """Render every metric of the deployment's workers; returns (body, content type)."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    else:
-        from prometheus_client import REGISTRY as registry
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

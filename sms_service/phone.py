@@ -28,6 +28,22 @@ _TYPE_NAMES = {value: name for name, value in NUMBER_TYPES.items()}
 NON_GEOGRAPHIC_CODES = frozenset({800, 808, 870, 878, 881, 882, 883, 888, 979})
 
 
+# Codes people write for a country that ISO 3166 spells otherwise.
+_REGION_ALIASES = {"UK": "GB", "EL": "GR"}
+
+
+def region_problem(code: str) -> str | None:
+    """Why `code` is not an ISO 3166 alpha-2 code that phone numbers belong to, or None when it is.
+
+    The reason is one clause, with the code meant when it is a known slip (``UK``: ``GB``).
+    """
+    if code in phonenumbers.SUPPORTED_REGIONS:
+        return None
+    reason = f"{code!r} is not an ISO 3166 alpha-2 country code that phone numbers belong to"
+    meant = _REGION_ALIASES.get(code)
+    return f"{reason}: did you mean {meant}?" if meant else reason
+
+
 def is_e164(text: str) -> bool:
     """Tell whether `text` is strictly ``+`` and 2 to 15 digits, no leading zero."""
     return E164.fullmatch(text) is not None

@@ -45,6 +45,12 @@ def load_provider(settings: Settings) -> Provider:
     the variable) when the plugin refuses its configuration.
     """
     name = settings.provider
+    installed = [p.name for p in installed_providers()]
+    if name not in installed:
+        # Said here, not by stevedore: it would log a WARNING of its own ("Could not load")
+        # before this line, which says what to do.
+        names = ", ".join(installed) or "none"
+        raise ProviderLoadError(f"SERVICE_PROVIDER {name!r} is not an installed provider; installed: {names}")
     try:
         manager = DriverManager(
             namespace=ENTRY_POINT_GROUP, name=name, invoke_on_load=False,

@@ -7,11 +7,16 @@ deadlines) are read here because they configure gunicorn, not the app.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
+import io
 import logging
 import math
 import os
 import selectors
+import shlex
+import shutil
 import socket
 import struct
 import sys
@@ -29,9 +34,10 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
 from sms_service import wire
-from sms_service.config import LOG_LEVELS, Settings, load_settings
+from sms_service.config import LOG_LEVELS, load_settings
 from sms_service.exceptions import ConfigError
 from sms_service.logs import GunicornLogger, configure_logging
+from sms_service.startup_checks import check_startup, check_worker_count
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -134,6 +140,21 @@ class ThreadWorker(gthread.ThreadWorker):
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
         """Nothing to check: gthread's warning about keep-alive does not apply here."""
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """Quick shutdown (SIGQUIT from the master, SIGINT from a terminal): leave at the loop's next turn.
+
+        gunicorn raises SystemExit from this handler, wherever the main thread happens to
+        be. Raised between a lock's acquire and the `try` that releases it (logging's
+        handler lock does that), the lock stays held for good: every request thread that
+        logs then blocks, the interpreter waits for them at exit, and the master kills the
+        worker after graceful_timeout (the 30 s SIGINT hang). Here the loop ends as on
+        SIGTERM, without waiting for open connections; requests already running finish
+        (their sends are bounded) before the process exits.
+        """
+        self.alive = False
+        self.cfg.set("graceful_timeout", 0)  # this process's copy: skip the wait for connections
+        self.cfg.worker_int(self)
 
     def accept(self, listener: socket.socket) -> None:
         """Take a new connection, as gthread does, as a `Connection`."""
@@ -280,10 +301,10 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "worker_class": WORKER_CLASS,
         # One thread per in-flight send: 64 covers 64 concurrent sends of 100 ms per worker.
         "threads": _count(env, "GUNICORN_THREADS") or DEFAULT_THREADS,
-        # A worker is killed only when its main loop stalls; in-flight sends are bounded by
-        # PROVIDER_TIMEOUT, so let SIGTERM wait a little longer than the slowest of them.
+        # A worker is killed only when its main loop stalls; in-flight sends are bounded, so
+        # SIGTERM waits for the longest of them (see longest_send_s).
         "timeout": 30,
-        "graceful_timeout": max(30, int(_lenient_seconds(env, "PROVIDER_TIMEOUT", 10)) + 5),
+        "graceful_timeout": graceful_timeout(env),
         "keepalive": 5,
         "accesslog": "-",
         "errorlog": "-",
@@ -302,50 +323,117 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+def worker_count(env: Mapping[str, str] | None = None) -> int:
+    """The workers `sms-service serve` runs without flags: WEB_CONCURRENCY, then GUNICORN_CMD_ARGS.
+
+    Raises `ConfigError` naming a wrong serving variable, or GUNICORN_CMD_ARGS when
+    gunicorn cannot read it.
+    """
+    env = os.environ if env is None else env
+    workers = settings(env)["workers"]
+    cmd_args = env.get("GUNICORN_CMD_ARGS", "").strip()
+    if cmd_args:
+        from gunicorn.config import Config
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # not argparse's usage screen
+                parsed = Config().parser().parse_args(shlex.split(cmd_args))
+        except (SystemExit, ValueError):
+            raise ConfigError("GUNICORN_CMD_ARGS cannot be read as gunicorn's command-line options") from None
+        if parsed.workers is not None:
+            workers = parsed.workers
+    return workers
+
+
+# Past the provider calls of a send: its storage writes (SQLite may wait out a 3 s busy
+# timeout), the answer, and the worker noticing SIGTERM up to a second after the master
+# sent it (both count graceful_timeout from their own moment).
+SHUTDOWN_MARGIN_S = 10
+MIN_GRACEFUL_TIMEOUT = 30
+
+
+def longest_send_s(env: Mapping[str, str]) -> float:
+    """The longest a send can take in provider calls: for each provider in failover order,
+    its balance check (when on) and its send, each bounded by PROVIDER_TIMEOUT.
+
+    A configuration that does not load counts as the default one (start-up names it).
+    """
+    try:
+        service = load_settings(env)
+    except ConfigError:
+        return _lenient_seconds(env, "PROVIDER_TIMEOUT", 10)
+    calls = sum(2 if service.balance_checks.get(name) else 1 for name in service.providers)
+    return calls * service.provider_timeout
+
+
+def graceful_timeout(env: Mapping[str, str]) -> int:
+    """Seconds SIGTERM waits for the requests in flight: the longest send and a margin, 30 at least."""
+    return max(MIN_GRACEFUL_TIMEOUT, math.ceil(longest_send_s(env) + SHUTDOWN_MARGIN_S))
+
+
 def packaged_settings() -> dict[str, Any]:
     """`settings()` of the process environment, with the process prepared to serve.
 
-    Raises SystemExit(1) after one JSON line when a serving variable is wrong.
+    The first time in a process, also runs the start-up checks (every variable, each
+    provider, the storage opened and written), so that a configuration that cannot serve
+    stops before gunicorn starts, let alone listens. Raises SystemExit(1) after one JSON
+    line naming the variable to fix.
     """
-    # prometheus_client's multiprocess mode sums the workers' files: the directory must
-    # exist before any worker imports the client.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sms-service-metrics-")
-    os.environ[PACKAGED_MARKER] = "1"
+    global _checked
     try:
-        return settings()
+        packaged = settings()
+        if not _checked:  # a reload (SIGHUP) reads this file again: the service is running
+            level = os.environ.get("LOG_LEVEL", "info").strip().lower()
+            configure_logging(level if level in LOG_LEVELS else "info")
+            checked = check_startup()
+            _checked = True
+            log.info(f"state {checked.state}")
     except ConfigError as exc:
         _refuse(exc.message)
+    _metrics_directory()
+    os.environ[PACKAGED_MARKER] = "1"
+    return packaged
 
 
-def check_worker_count(settings: Settings, workers: int) -> None:
-    """Raise `ConfigError` naming STORAGE_URI when its storage cannot serve `workers` workers."""
-    if workers < 1:
-        raise ConfigError(f"gunicorn would run {workers} workers: at least 1 is needed")
-    if workers > 1 and not settings.shared_storage:
-        scheme = settings.storage_uri.split(":", 1)[0]
-        raise ConfigError(
-            f"STORAGE_URI is {scheme}:// but gunicorn would run {workers} workers: each would count "
-            "alone and multiply every limit; use sqlite:// or redis://, or one worker"
-        )
+_checked = False
+
+
+def _metrics_directory() -> None:
+    """Give the workers a directory to share their metrics in, unless the operator chose one.
+
+    prometheus_client's multiprocess mode sums the workers' files; it must see the
+    variable before it is first imported (see sms_service.metrics). A directory made here
+    is removed when this process, the master, exits.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    if "prometheus_client" in sys.modules:  # too late: the workers would count alone
+        log.warning("prometheus_client was imported before the metrics directory was set: "
+                    "/-/metrics will show one worker's figures at most")
+    directory = tempfile.mkdtemp(prefix="sms-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(_remove_directory, directory, os.getpid())
+
+
+def _remove_directory(directory: str, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker runs the exit handlers too
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def on_starting(server: Arbiter) -> None:
-    """Refuse to start on bad configuration, with one line that names the variable.
+    """Refuse a worker count the storage cannot serve, with one line that names the variable.
 
-    Raises SystemExit(1) after that line.
+    Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this is the
+    count gunicorn is about to fork; the rest was checked by `packaged_settings`. Raises
+    SystemExit(1) after that line.
     """
-    from sms_service.plugin_loader import load_providers
-
     level = server.cfg.loglevel.lower()
     configure_logging(level if level in LOG_LEVELS else "info")
     try:
-        service_settings = load_settings()
-        for provider in load_providers(service_settings).values():  # each one of SERVICE_PROVIDER
-            provider.close()
-        # Whatever set it (-w, GUNICORN_CMD_ARGS, a config file, WEB_CONCURRENCY), this
-        # is the count gunicorn is about to fork.
-        check_worker_count(service_settings, server.cfg.workers)
+        check_worker_count(load_settings(), server.cfg.workers)
+        if not (server.LISTENERS or server.cfg.reuse_port or os.environ.get("LISTEN_FDS")
+                or os.environ.get("GUNICORN_FD")):  # gunicorn binds them itself next
+            check_addresses_free(server.cfg.address)
     except ConfigError as exc:
         server.log.critical(f"configuration error: {exc.message}")
         sys.exit(1)
@@ -353,6 +441,30 @@ def on_starting(server: Arbiter) -> None:
     for name in os.listdir(directory):  # stale files of a previous run would be summed in
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def check_addresses_free(addresses: list[Any]) -> None:
+    """Raise `ConfigError` naming HTTP_PORT when another process listens on one of `addresses`.
+
+    gunicorn would try five times, a second apart, logging an ERROR each time, then stop
+    with no hint of what to change.
+    """
+    for address in addresses:
+        if not isinstance(address, tuple):  # a unix socket: gunicorn's to handle
+            continue
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    continue  # anything else is gunicorn's to say
+                raise ConfigError(
+                    f"HTTP_PORT {port} on {host} is in use by another process (another sms-service?): "
+                    "stop it, or choose another port with `sms-service serve --port` or HTTP_PORT"
+                ) from None
 
 
 def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:

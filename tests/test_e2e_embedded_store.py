@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -36,7 +35,7 @@ def test_zero_configuration_serve_uses_the_embedded_store(fake_provider_server, 
         assert len(service.worker_pids()) == 2
         assert service.send(message()).status_code == 200
         assert "STORAGE_URI" not in service.env
-    assert (Path(service.env["STATE_DIR"]) / "sms-service.db").stat().st_size > 0
+    assert (service.state_dir / "sms-service.db").stat().st_size > 0
 
 
 def test_global_limit_is_exact_across_two_workers(fake_provider_server, fake_provider):

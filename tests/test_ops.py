@@ -57,7 +57,50 @@ def test_probes_are_not_rate_limited():
 
 def test_openapi_document_is_valid_and_complete(client):
     document = client.get("/documentation/json").get_json()
+    validate(document)  # openapi-spec-validator
+    assert document["servers"] == [{"url": "/", "description": "this sms-service"}]
+    assert "PaginationMetadata" not in document["components"]["schemas"]
+    assert set(document["components"]["securitySchemes"]) == {"apiKey", "adminKey"}
+    assert set(document["components"]["headers"]) == {"X-Request-Id", "Idempotent-Replayed", "Retry-After"}
+    for path in ("/-/healthz", "/-/ready", "/-/check-up", "/-/metrics"):
+        assert document["paths"][path]["get"]["security"] == []
+    assert "text/plain" in document["paths"]["/-/metrics"]["get"]["responses"]["200"]["content"]
+    assert set(document["paths"]["/-/ready"]["get"]["responses"]) == {"200", "503"}
+    estimate = document["paths"]["/estimate"]["post"]
+    assert "502" in estimate["responses"]
+    for path, method in (("/send", "post"), ("/estimate", "post"), ("/messages/{sid}", "get")):
+        assert "security" not in document["paths"][path][method]  # API_KEYS is not set: no key is asked
+    assert document["paths"]["/suppressions/{number}"]["get"]["security"] == [{"adminKey": []}]
+    assert document["paths"]["/callbacks/{provider}/status"]["post"]["security"] == []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":  # the path's own, not an operation
+                continue
+            assert {"name": "X-Request-Id", "in": "header"}.items() <= next(
+                p for p in operation["parameters"] if p.get("name") == "X-Request-Id").items(), path
+            for status, response in operation["responses"].items():
+                if status != "default":
+                    assert "X-Request-Id" in response["headers"], (path, status)
+    sent = document["paths"]["/send"]["post"]["responses"]
+    assert set(sent["200"]["headers"]) == {"X-Request-Id", "Idempotent-Replayed"}
+    assert sent["429"]["headers"]["Retry-After"] == {"$ref": "#/components/headers/Retry-After"}
+
+
+def test_openapi_asks_for_the_api_key_when_api_keys_is_set():
+    document = create_app({"SERVICE_PROVIDER": "console", "API_KEYS": "k" * 20}).test_client().get(
+        "/documentation/json", headers={"Authorization": "Bearer " + "k" * 20}).get_json()
     validate(document)
+    for path, method in (("/send", "post"), ("/estimate", "post"), ("/messages/{sid}", "get")):
+        assert document["paths"][path][method]["security"] == [{"apiKey": []}]
+    assert document["paths"]["/-/ready"]["get"]["security"] == []
+
+
+def test_openapi_servers_name_the_public_base_url():
+    app = create_app({"SERVICE_PROVIDER": "console", "PUBLIC_BASE_URL": "https://sms.example.com",
+                      "CALLBACK_SECRET": "c" * 20})
+    document = app.test_client().get("/documentation/json").get_json()
+    validate(document)
+    assert document["servers"][0]["url"] == "https://sms.example.com"
     operation = document["paths"]["/send"]["post"]
     assert set(operation["responses"]) >= {"200", "400", "403", "413", "415", "429", "502", "503", "504"}
     assert "Retry-After" in operation["responses"]["429"]["headers"]

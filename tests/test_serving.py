@@ -29,7 +29,33 @@ def test_the_serving_variables_are_read():
     s = serving.settings({**SHARED, "HTTP_BIND_HOST": "127.0.0.1", "HTTP_PORT": "8080", "WEB_CONCURRENCY": "5",
                           "GUNICORN_THREADS": "8", "PROVIDER_TIMEOUT": "40", "LOG_LEVEL": "DEBUG"})
     assert (s["bind"], s["workers"], s["threads"]) == (["127.0.0.1:8080"], 5, 8)
-    assert (s["graceful_timeout"], s["loglevel"]) == (45, "debug")
+    assert (s["graceful_timeout"], s["loglevel"]) == (50, "debug")  # one send of 40 s, 10 s to spare
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        ({}, 30),  # 10 + 10, but 30 at least
+        ({"PROVIDER_TIMEOUT": "20"}, 30),
+        ({"PROVIDER_TIMEOUT": "20", "CONSOLE_EMPTY_BALANCE_CHECK": "true"}, 50),  # balance check, then send
+        ({"SERVICE_PROVIDER": "console,twilio", "PROVIDER_TIMEOUT": "15", "TWILIO_EMPTY_BALANCE_CHECK": "on"}, 55),
+        ({"PROVIDER_TIMEOUT": "soon"}, 30),  # named at start-up; the default meanwhile
+    ],
+)
+def test_shutdown_waits_for_every_provider_call_a_send_can_make(env, seconds):
+    assert serving.settings({**SHARED, **env})["graceful_timeout"] == seconds
+
+
+def test_a_quick_shutdown_never_raises_in_the_main_thread(process_env):
+    app = serving.ServiceApplication({"threads": 2})
+    worker = app.cfg.worker_class(0, os.getpid(), [], app, 30, app.cfg, app.cfg.logger_class(app.cfg))
+    try:
+        worker.alive = True
+        worker.handle_quit(2, None)  # gunicorn's own would raise SystemExit here
+        assert worker.alive is False
+        assert worker.cfg.graceful_timeout == 0  # the wait for open connections is skipped
+    finally:
+        worker.tmp.close()
 
 
 def test_an_ipv6_host_is_bracketed():
@@ -111,13 +137,13 @@ def test_a_worker_count_growing_on_a_shared_storage_is_kept(monkeypatch):
 
 
 @pytest.fixture
-def process_env(monkeypatch, tmp_path):
+def process_env(monkeypatch, tmp_path, redis_uri):
     """The environment the in-process application reads, restored after the test."""
     for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_CMD_ARGS", "HTTP_PORT", "HTTP_BIND_HOST",
                  serving.PACKAGED_MARKER):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    for name, value in SHARED.items():
+    for name, value in {**SHARED, "STORAGE_URI": redis_uri}.items():  # the start-up checks write to it
         monkeypatch.setenv(name, value)
     return monkeypatch
 

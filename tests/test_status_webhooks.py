@@ -272,7 +272,7 @@ def test_exhausted_events_are_dropped_marked_logged_and_counted(receiver, caplog
     storage = open_storage("memory://")
     receiver.set_mode("error500")
     _store_with_event(storage, status="delivered")
-    before = metrics.WEBHOOK_EXHAUSTED._value.get()
+    before = metrics.WEBHOOK_EXHAUSTED.get()
     # 3 s: the 1st retry (1 s) fits, the 2nd (5 s after) would not.
     deliverer = _deliverer(storage, receiver.url, retry_for_ms=3_000)
     deliverer.start()
@@ -286,7 +286,7 @@ def test_exhausted_events_are_dropped_marked_logged_and_counted(receiver, caplog
     (failure,) = storage.message_get("SM1")["webhookFailures"]
     assert failure["webhookId"] == "evt_SM1" and failure["status"] == "delivered"
     assert failure["attempts"] == 2 and failure["lastResult"] == "http_error"
-    assert metrics.WEBHOOK_EXHAUSTED._value.get() == before + 1
+    assert metrics.WEBHOOK_EXHAUSTED.get() == before + 1
     (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert line.sid == "SM1" and line.webhook_id == "evt_SM1"
     assert "+1" not in line.getMessage()

@@ -321,8 +321,12 @@ def test_sqlite_unwritable_directory_is_a_clear_start_up_error(tmp_path):
     blocked.write_text("")
     with pytest.raises(ConfigError) as info:
         create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(blocked / "state")})
-    assert str(info.value).startswith("STORAGE_URI")
+    assert str(info.value).startswith("STATE_DIR cannot hold the state file")  # the variable that was set
     assert "\n" not in str(info.value)
+    uri = f"sqlite:///{blocked}/state/sms.db"
+    with pytest.raises(ConfigError) as info:
+        create_app({"SERVICE_PROVIDER": "console", "STORAGE_URI": uri})
+    assert str(info.value).startswith(f"STORAGE_URI {uri} cannot be opened and written")
 
 
 # -- Redis: nothing is ever run twice ------------------------------------------------
@@ -572,7 +576,8 @@ def test_sqlite_file_of_another_schema_is_a_clear_start_up_error_and_left_alone(
     with pytest.raises(ConfigError) as info:
         create_app({"SERVICE_PROVIDER": "console", "STATE_DIR": str(path.parent)})
     message = str(info.value)
-    assert message.startswith("STORAGE_URI") and "schema" in message and "\n" not in message
+    assert message.startswith(f"STATE_DIR holds the state file {path}, which this sms-service cannot use: ")
+    assert "schema" in message and "\n" not in message
     with sqlite3.connect(str(path)) as conn:
         assert conn.execute("SELECT key FROM streaks").fetchall() == [("kept",)]
     with sqlite3.connect(str(path)) as conn:

@@ -331,6 +331,8 @@ def test_admin_api_rejects_missing_and_wrong_keys(authorization):
         answer = getattr(client, method)(f"/suppressions/{number}", headers=headers)
         assert answer.status_code == 401, (method, answer.get_json())
         assert answer.headers["WWW-Authenticate"].lower().startswith("bearer")
+        assert answer.get_json()["message"].startswith("an admin key is required: send Authorization: Bearer "
+                                                       "<one of ADMIN_API_KEYS>")
     assert app.extensions["sms_service"].storage.suppression_get(number) is None
 
 

@@ -16,7 +16,8 @@ SCRIPT = Path(sys.executable).with_name("sms-service")
 
 
 def run(*args, env, stdin=None):
-    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SERVICE_PROVIDER": "console"}
+    # No SERVICE_PROVIDER: the data commands need the storage alone.
+    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     return subprocess.run([str(SCRIPT), "suppressions", *args], capture_output=True, text=True, input=stdin,
                           env={**base, **env}, timeout=60)
 
@@ -66,3 +67,19 @@ def test_a_file_without_a_number_column_and_memory_storage_are_refused(tmp_path)
     assert run("import", env=env, stdin="phone\n+15558675310\n").returncode == 1
     memory = run("export", env={"STORAGE_URI": "memory://"})
     assert memory.returncode == 1 and "memory://" in memory.stderr
+
+
+def test_the_storage_alone_is_needed_even_beside_a_broken_provider_configuration(tmp_path):
+    home = {"HOME": str(tmp_path)}  # the default state file, as `sms-service serve` would use it
+    assert run("import", env=home, stdin="number\n+15558675310\n").returncode == 0
+    # A provider named without its credentials stops the service, not the data commands.
+    exported = run("export", env={**home, "SERVICE_PROVIDER": "twilio", "API_KEYS": "short"})
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.splitlines()[1].startswith("+15558675310,admin,")
+    assert (tmp_path / ".local" / "state" / "sms-service" / "sms-service.db").exists()
+
+
+def test_a_storage_that_cannot_be_used_is_named(tmp_path):
+    result = run("export", env={"STATE_DIR": "/proc/x"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: STATE_DIR cannot hold the state file /proc/x/")

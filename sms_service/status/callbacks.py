@@ -28,8 +28,12 @@ def callback_token(secret: str, provider_name: str) -> str:
     """The secret token of one provider's callback URL, derived from CALLBACK_SECRET.
 
     A keyed hash per provider: the URL given to one provider opens no other's route, and
-    rotating CALLBACK_SECRET changes every token.
+    rotating CALLBACK_SECRET changes every token. Raises `ValueError` naming
+    CALLBACK_SECRET when `secret` is empty: a token of the empty key opens nothing, and an
+    unset shell variable would otherwise make one silently.
     """
+    if not secret:
+        raise ValueError("CALLBACK_SECRET is empty: export the service's CALLBACK_SECRET in this shell")
     mac = hmac.new(secret.encode(), f"sms-service/callback-token/v1/{provider_name}".encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 

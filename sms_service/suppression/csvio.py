@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from sms_service import phone
-from sms_service.config import load_settings
+from sms_service.data_commands import open_data_storage
 from sms_service.exceptions import ConfigError, StorageUnavailable
-from sms_service.storage import Storage, connect_storage
+from sms_service.storage import Storage
 from sms_service.suppression.service import ADMIN, SOURCES, SuppressionList, iso_time
 
 COLUMNS = ("number", "source", "since")
@@ -61,16 +61,11 @@ def import_csv(storage: Storage, rows: Iterable[str]) -> tuple[int, int, list[in
 
 
 def run(args: argparse.Namespace) -> int:
-    """The command: import or export against STORAGE_URI; returns the exit status."""
+    """The command: import or export against STORAGE_URI (nothing else is read); returns the exit status."""
     try:
-        settings = load_settings()
-        storage = connect_storage(settings)
+        storage = open_data_storage()
     except ConfigError as exc:
         print(f"configuration error: {exc.message}", file=sys.stderr)
-        return 1
-    if not settings.shared_storage:
-        print("STORAGE_URI is memory://: this process's list is not the service's; point STORAGE_URI "
-              "at the service's sqlite:// file or redis://", file=sys.stderr)
         return 1
     try:
         if args.action == "export":

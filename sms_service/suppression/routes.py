@@ -89,6 +89,10 @@ def _take_inbound(provider: str) -> Response:
     return Response(answer, status=200, mimetype=mimetype)
 
 
+ADMIN_KEY_REQUIRED = ("an admin key is required: send Authorization: Bearer <one of ADMIN_API_KEYS> "
+                      "(the keys of API_KEYS do not open the admin routes)")
+
+
 def _number(number: str) -> str:
     # 404 before 400 or 401: without ADMIN_API_KEYS the routes do not exist.
     services = current_app.extensions["sms_service"]
@@ -101,7 +105,9 @@ def _number(number: str) -> str:
     for key in keys:  # every key, always: timing tells nothing about which matched
         matched |= hmac.compare_digest(given_bytes, key.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service-admin"}))
+        refusal = Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service-admin"}))
+        refusal.data = {"message": ADMIN_KEY_REQUIRED}
+        raise refusal
     if not phone.is_e164(number) or not phone.is_possible(number):
         smorest_abort(400, message="number: not an E.164 phone number")
     return number

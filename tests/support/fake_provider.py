@@ -49,6 +49,7 @@ class FakeProvider:
         self.slow_seconds = 3.0
         self.balance = "10.00"
         self.balance_status = 200
+        self.balance_delay = 0.0  # seconds the balance answer takes
         self.retry_after = "7"
         self.messages: list[dict] = []
         self.balance_calls = 0
@@ -112,6 +113,7 @@ class FakeProvider:
             self.mode = "ok"
             self.balance = "10.00"
             self.balance_status = 200
+            self.balance_delay = 0.0
             self.messages.clear()
             self.balance_calls = 0
             self.callback_first = None
@@ -237,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.fake.lock:
             self.fake.balance_calls += 1
+        time.sleep(self.fake.balance_delay)
         if self.fake.balance_status != 200:
             self._json(self.fake.balance_status, {"message": "balance unavailable"})
         elif self.path == fake_vonage.BALANCE_PATH:

@@ -42,27 +42,37 @@ class Service:
     """One gunicorn master with its workers; its stdout is kept for the log tests.
 
     `command` runs from `cwd` (the repository root by default); `workers` sets
-    WEB_CONCURRENCY unless None. Each Service keeps its state in a fresh STATE_DIR
-    unless `env` names one.
+    WEB_CONCURRENCY unless None. The environment is a user's, with nothing the README does
+    not set: each Service has a fresh HOME (so its state is the default file under
+    ~/.local/state, unless `env` names STATE_DIR or STORAGE_URI) and a fresh TMPDIR.
     """
 
     def __init__(self, env: dict[str, str], workers: int | None = 1, command: Sequence[str] = GUNICORN_COMMAND,
-                 cwd: Path | str = ROOT) -> None:
+                 cwd: Path | str = ROOT, group: bool = False) -> None:
         self.port = free_port()
+        # As a terminal does: the command in a process group of its own, signalled whole
+        # (`make run` does not pass a signal sent to make alone on to the server).
+        self.group = group
         self.log_path = Path(tempfile.mkstemp(prefix="sms-service-", suffix=".log")[1])
         self.command, self.cwd = list(command), cwd
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
+            "HOME": tempfile.mkdtemp(prefix="sms-home-"),
+            "TMPDIR": tempfile.mkdtemp(prefix="sms-tmp-"),
             "LANG": "C.UTF-8",
             "HTTP_BIND_HOST": "127.0.0.1",
             "HTTP_PORT": str(self.port),
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="sms-metrics-"),
-            "STATE_DIR": tempfile.mkdtemp(prefix="sms-state-"),
             **({} if workers is None else {"WEB_CONCURRENCY": str(workers)}),
             **env,
         }
         self.process: subprocess.Popen | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the service keeps its default SQLite file."""
+        if self.env.get("STATE_DIR"):
+            return Path(self.env["STATE_DIR"])
+        return Path(self.env["HOME"]) / ".local" / "state" / "sms-service"
 
     @property
     def url(self) -> str:
@@ -72,6 +82,7 @@ class Service:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=self.group,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,13 +96,29 @@ class Service:
         self.stop()
         raise TimeoutError(f"gunicorn did not come up:\n{self.log_text()}")
 
-    def stop(self, timeout: float = 30) -> int | None:
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+        if self.group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while self.group and time.monotonic() < deadline:  # make exits before its server
+                try:
+                    os.killpg(self.process.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                if self.group:
+                    raise subprocess.TimeoutExpired(self.command, timeout)
+            return code
         except subprocess.TimeoutExpired:
+            if self.group:
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.kill()
             return self.process.wait()
 
