@@ -606,7 +606,7 @@ def test_sqlite_file_of_schema_1_is_upgraded_in_place_and_keeps_its_rows(tmp_pat
     assert reopened.record_reserve("idem", "other", 60_000) == "v"
     reopened.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 # -- segment budgets and estimates (SPEC section 14) -----------------------------------
@@ -1088,7 +1088,7 @@ def test_sqlite_file_without_the_outbox_created_index_gains_it_at_open(tmp_path)
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
             plan = " ".join(str(row) for row in conn.execute(
                 "EXPLAIN QUERY PLAN " + sqlite_backend._OUTBOX_STATS, {"now": 0}))
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_backend.SCHEMA_VERSION
         assert "webhook_outbox_created" in names
         # The stats read the index, never the table with its records.
         assert "USING COVERING INDEX webhook_outbox_created" in plan and "SCAN webhook_outbox\n" not in plan
