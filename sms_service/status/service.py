@@ -27,7 +27,7 @@ MAX_SID_CHARS = 128
 MAX_WORD_CHARS = 64
 # Fields of a record a caller may read, in the order of the answer.
 PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
-                 "status", "providerStatus", "errorCode", "updatedAt", "history")
+                 "status", "providerStatus", "errorCode", "updatedAt", "history", "template")
 
 
 def public_view(record: dict[str, Any], webhooks: bool) -> dict[str, Any]:
@@ -63,8 +63,12 @@ class StatusService:
 
     # -- the send's record (hot path) ----------------------------------------------------
 
-    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str) -> None:
+    def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str,
+                    template: dict[str, Any] | None = None) -> None:
         """Store the record of an accepted send before its answer goes out.
+
+        `template` is ``{name, version}`` of the template the message was rendered from,
+        or None: never its text.
 
         Never raises for the storage: the SMS has gone, and an error now would invite a
         second one. A record that could not be stored is logged at ERROR.
@@ -76,6 +80,7 @@ class StatusService:
             "dateEvent": at, "status": "queued", "providerStatus": answer["status"], "errorCode": None,
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
+            "template": template,
         }
         # A callback that came first makes its event when it is merged here.
         event_id = events.new_event_id() if self.webhooks is not None else None

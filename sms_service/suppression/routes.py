@@ -78,8 +78,12 @@ def inbound(provider: str) -> Response:
     return Response(answer, status=200, mimetype=mimetype)
 
 
-def _number(number: str) -> str:
-    # 404 before 400 or 401: without ADMIN_API_KEYS the routes do not exist.
+def require_admin() -> None:
+    """Let an admin route through only with ADMIN_API_KEYS set and one of them as the bearer key.
+
+    Aborts with 404 when the keys are unset (the admin routes then do not exist: before
+    any 400 or 401), and raises `Unauthorized` for a missing or wrong key.
+    """
     services = current_app.extensions["sms_service"]
     keys = services.settings.admin_api_keys
     if not keys:
@@ -91,6 +95,10 @@ def _number(number: str) -> str:
         matched |= hmac.compare_digest(given_bytes, key.encode())
     if scheme.lower() != "bearer" or not matched:
         raise Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service-admin"}))
+
+
+def _number(number: str) -> str:
+    require_admin()  # 404 before 400 or 401: without ADMIN_API_KEYS the routes do not exist
     if not phone.is_e164(number) or not phone.is_possible(number):
         smorest_abort(400, message="number: not an E.164 phone number")
     return number

@@ -37,6 +37,7 @@ MAX_IDS = 8
 MAX_ID_NAME = 64
 MAX_ID_VALUE = 256
 MAX_DESCRIPTION = 500
+MAX_VERSION = 2**31 - 1  # what every storage holds as an integer
 
 
 def valid_name(name: str) -> bool:
@@ -153,6 +154,8 @@ class Templates:
 
         Raises `StorageUnavailable`.
         """
+        if number is not None and not 1 <= number <= MAX_VERSION:
+            return None
         found = self.storage.guarded(lambda: self.storage.template_version(name, number))
         if found is None:
             return None
