@@ -124,9 +124,12 @@ class SendRequestSchema(ma.Schema):
                                  "an unknown or archived template is a 404",
                   "pattern": TEMPLATE_NAME_PATTERN, "example": "otp"},
     )
+    # Values are checked by the renderer, whose messages name the key (marshmallow's would
+    # say "personalisation.code.value").
     personalisation = fields.Dict(
-        keys=fields.String(), values=fields.String(),
-        metadata={"description": "with `template`: a value for each of its placeholders (names matched "
+        keys=fields.String(), values=fields.Raw(),
+        metadata={"additionalProperties": {"type": "string", "maxLength": 1600},
+                  "description": "with `template`: a value for each of its placeholders (names matched "
                                  "case-insensitively, spaces trimmed), each at most 1,600 characters and "
                                  "inserted verbatim; a key no placeholder uses is a 400. Never logged or "
                                  "stored",
@@ -143,11 +146,11 @@ class SendRequestSchema(ma.Schema):
         """Exactly one of `body` and `template`; the template's fields only with a template."""
         if "body" in data and "template" in data:
             raise ValidationError("give either body or template, not both", "template")
-        if "body" not in data and "template" not in data:
-            raise ValidationError("is required, or template and personalisation", "body")
         named = [name for name in TEMPLATE_FIELDS[1:] if name in data]
         if named and "template" not in data:
             raise ValidationError(f"is required with {named[0]}", "template")
+        if "body" not in data and "template" not in data:
+            raise ValidationError("is required, or template and personalisation", "body")
 
 
 _SEND_SCHEMA = SendRequestSchema()
