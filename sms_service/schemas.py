@@ -127,9 +127,8 @@ class SendRequestSchema(ma.Schema):
     # Values are checked by the renderer, whose messages name the key (marshmallow's would
     # say "personalisation.code.value").
     personalisation = fields.Dict(
-        keys=fields.String(), values=fields.Raw(),
-        metadata={"additionalProperties": {"type": "string", "maxLength": 1600},
-                  "description": "with `template`: a value for each of its placeholders (names matched "
+        keys=fields.String(), values=fields.Raw(metadata={"type": "string", "maxLength": 1600}),
+        metadata={"description": "with `template`: a value for each of its placeholders (names matched "
                                  "case-insensitively, spaces trimmed), each at most 1,600 characters and "
                                  "inserted verbatim; a key no placeholder uses is a 400. Never logged or "
                                  "stored",

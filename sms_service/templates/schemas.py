@@ -10,7 +10,7 @@ from sms_service.schemas import BODY_MAX
 _IDS = {"description": "a provider's entry-point name -> its ids for this template, passed to that provider "
                        "only (kaleyra: template_id; vonage: entity-id, content-id)",
         "example": {"kaleyra": {"template_id": "1107161234567890123"}}}
-_IDS_TYPE = {"additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}}}
+_IDS_TYPE = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
 class TemplatePutSchema(ma.Schema):
@@ -26,7 +26,7 @@ class TemplatePutSchema(ma.Schema):
     description = fields.String(allow_none=True, metadata={
         "description": "for operators, at most 500 characters", "example": "login one-time code"})
     # Checked by the service, whose messages name the provider and the id.
-    providerIds = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={**_IDS, **_IDS_TYPE})
+    providerIds = fields.Dict(keys=fields.String(), values=fields.Raw(metadata=_IDS_TYPE), metadata=_IDS)
 
 
 class TemplateVersionSchema(ma.Schema):
@@ -71,9 +71,11 @@ class PreviewRequestSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    personalisation = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict, metadata={
-        "description": "a value for each placeholder, as /send takes it", "example": {"code": "123456"},
-        "additionalProperties": {"type": "string", "maxLength": 1600}})
+    personalisation = fields.Dict(
+        keys=fields.String(), values=fields.Raw(metadata={"type": "string", "maxLength": 1600}),
+        load_default=dict,
+        metadata={"description": "a value for each placeholder, as /send takes it",
+                  "example": {"code": "123456"}})
     templateVersion = fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1), metadata={
         "description": "the version to render (default: the latest)", "example": 1})
 
