@@ -12,6 +12,7 @@ from sms_service.exceptions import ConfigError
 from sms_service.logs import configure_logging
 from sms_service.plugin_loader import installed_providers, load_providers
 from sms_service.suppression import csvio as suppressions_csv
+from sms_service.templates import jsonlio as templates_jsonl
 
 
 def _providers(_: argparse.Namespace) -> int:
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         run=_check_config
     )
     suppressions_csv.add_parser(commands)
+    templates_jsonl.add_parser(commands)
     new_plugin = commands.add_parser(
         "new-plugin", help="write a new provider plugin distribution to start from",
         description="Write a ready provider plugin distribution (pyproject.toml with the entry point, "
