@@ -70,6 +70,7 @@ def test_twenty_placeholders_render_and_repeats_count_once():
     ({"code": "1", "minutes": "5", "extra": "x"}, "extra is not used by the template"),
     ({"code": "1", "minutes": "5", "a": "x", "b": "y"}, "a, b are not used by the template"),
     ({"code": "1", "CODE": "2", "minutes": "5"}, "CODE is given twice"),
+    ({"cod": "1", "minutes": "5"}, "missing code; cod is not used by the template"),
     ({"code": 1, "minutes": "5"}, "code: not a string"),
     ({"code": "1" * 1601, "minutes": "5"}, "code: longer than 1600 characters"),
 ])

@@ -100,7 +100,7 @@ def render(parts: list[Part], personalisation: Mapping[str, str]) -> str:
     `personalisation` maps names (any case, any surrounding spaces) to strings. Raises
     `PlaceholderError` for a key given twice under two spellings, a value that is not a
     string or is over MAX_VALUE characters, missing values (``missing code, name``) or
-    keys no placeholder uses. Messages name keys, never values.
+    keys no placeholder uses (both named in one message). Messages name keys, never values.
     """
     values: dict[str, str] = {}
     spelled: dict[str, str] = {}
@@ -116,12 +116,12 @@ def render(parts: list[Part], personalisation: Mapping[str, str]) -> str:
         values[key], spelled[key] = value, name
     used = {part.key for part in parts if part.key is not None}
     missing = [name for name in placeholders(parts) if key_of(name) not in values]
-    if missing:
-        raise PlaceholderError(f"missing {', '.join(missing)}")
     unused = [_shown(spelled[key]) for key in values if key not in used]
-    if unused:
-        verb = "is" if len(unused) == 1 else "are"
-        raise PlaceholderError(f"{', '.join(unused)} {verb} not used by the template")
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    if unused:  # named with the missing ones: a misspelt key is usually both
+        problems.append(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by the template")
+    if problems:
+        raise PlaceholderError("; ".join(problems))
     return "".join(values[part.key] if part.key is not None else part.text for part in parts)
 
 
