@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
@@ -50,11 +51,15 @@ class Dispatcher:
         # Guards once per request, whatever the number of providers tried; then the
         # providers in failover order, each with its own balance check and circuit.
         spend = self.guards.admit(receiver, segments.count)
-        provider_ids = template.provider_ids if template is not None else None
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
-                          status_callback=self.failover.routes[0].callback_url,
-                          template_ids=(provider_ids or {}).get(self.failover.routes[0].name) or {})
+                          status_callback=self.failover.routes[0].callback_url)
+        provider_ids = None
+        if template is not None:  # (a plain body, the hot path, skips this)
+            provider_ids = template.provider_ids
+            ids = provider_ids.get(self.failover.routes[0].name)
+            if ids:
+                message = dataclasses.replace(message, template_ids=dict(ids))
         try:
             route, receipt, elapsed = self.failover.send(message, provider_ids)
         except BaseException as exc:

@@ -185,9 +185,10 @@ class Failover:
         route.check_balance()
         if route.callback_url != message.status_callback:
             message = dataclasses.replace(message, status_callback=route.callback_url)
-        ids = (template_ids or {}).get(route.name) or {}
-        if ids != message.template_ids:
-            message = dataclasses.replace(message, template_ids=ids)
+        if template_ids is not None:  # each provider its own ids, and never another's
+            ids = template_ids.get(route.name) or {}
+            if ids != message.template_ids:
+                message = dataclasses.replace(message, template_ids=dict(ids))
         started = time.perf_counter()
         try:
             receipt = route.provider.send(message)

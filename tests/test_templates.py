@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import logging
@@ -10,6 +11,9 @@ import pytest
 import responses
 
 from sms_service.app import create_app
+from sms_service.exceptions import ProviderUnreachable
+from sms_service.failover import Failover, Route
+from sms_service.provider import Message, Provider, Receipt
 from sms_service.templates import placeholders
 from sms_service.templates.placeholders import PlaceholderError
 
@@ -325,3 +329,34 @@ def test_kaleyra_gets_its_template_id_and_twilio_none(tmp_path):
     plain = client.post("/send", json={"sender": "ACME", "receiver": "+15558675311", "body": "plain"})
     assert plain.status_code == 200
     assert "template_id" not in responses.calls[1].request.body
+
+
+class _Recording(Provider):
+    """Records each message it is given; fails with `error` (nothing sent) when one is set."""
+
+    def __init__(self, error=None):
+        super().__init__({}, timeout=1)
+        self.error, self.messages = error, []
+
+    def send(self, message):
+        self.messages.append(message)
+        if self.error is not None:
+            raise self.error
+        return Receipt(sid="SM1", status="queued", date_event=dt.datetime.now(dt.UTC))
+
+
+def test_under_failover_each_provider_gets_its_own_template_ids_only():
+    first, second = _Recording(ProviderUnreachable("refused")), _Recording()
+    failover = Failover([Route("kaleyra", first), Route("vonage", second)])
+    message = Message(sender="ACME", receiver=RECEIVER, body="Code 1", num_segments=1, encoding="GSM-7",
+                      template_ids={"template_id": "1107"})
+    route, _, _ = failover.send(message, {"kaleyra": {"template_id": "1107"},
+                                          "vonage": {"entity-id": "1201", "content-id": "1107"}})
+    assert route.name == "vonage"
+    assert dict(first.messages[0].template_ids) == {"template_id": "1107"}
+    assert dict(second.messages[0].template_ids) == {"entity-id": "1201", "content-id": "1107"}
+    # A provider without ids for the template gets none (not the first provider's).
+    third = _Recording()
+    Failover([Route("kaleyra", _Recording(ProviderUnreachable("refused"))), Route("twilio", third)]).send(
+        message, {"kaleyra": {"template_id": "1107"}})
+    assert dict(third.messages[0].template_ids) == {}
