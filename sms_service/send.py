@@ -24,9 +24,9 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying aga
 ERROR_STATUSES = {
     400: ("invalid request, or the provider rejected the message", None),
     401: ("API_KEYS is set and the bearer key is missing or wrong", None),
-    404: ("the template (or the version asked for) is unknown or archived", None),
     403: ("destination country or number type not allowed, receiver opted out, or more segments "
           "than the country's whole SEGMENT_BUDGETS budget", None),
+    404: ("the template (or the version asked for) is unknown or archived", None),
     409: ("a request with the same Idempotency-Key is still in progress", RETRY_AFTER),
     413: ("request body over 16 KiB", None),
     415: ("Content-Type is not application/json", None),
