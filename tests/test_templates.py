@@ -360,3 +360,23 @@ def test_under_failover_each_provider_gets_its_own_template_ids_only():
     Failover([Route("kaleyra", _Recording(ProviderUnreachable("refused"))), Route("twilio", third)]).send(
         message, {"kaleyra": {"template_id": "1107"}})
     assert dict(third.messages[0].template_ids) == {}
+
+
+def test_a_record_with_the_old_unkeyed_fingerprint_still_replays_and_still_refuses_another_request():
+    import hashlib
+
+    from sms_service.exceptions import IdempotencyMismatch
+    from sms_service.idempotency import Idempotency, StoredAnswer
+    from sms_service.storage import MemoryStorage
+
+    storage = MemoryStorage()
+    idempotency = Idempotency(storage, ttl_s=60, stale_after_s=60)
+    payload = {"sender": "ACME", "receiver": RECEIVER, "body": "hello"}
+    legacy = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False,
+                                       separators=(",", ":")).encode()).hexdigest()
+    receipt = {"sid": "SM1", "status": "queued", "numSegments": "1", "dateEvent": "2026-01-01T00:00:00.000Z"}
+    storage.record_reserve(Idempotency._name("k", ""), json.dumps(
+        {"state": "done", "fingerprint": legacy, "status": 200, "body": receipt, "retry_after": None}), 60_000)
+    assert idempotency.begin("k", "", payload) == StoredAnswer(200, receipt)
+    with pytest.raises(IdempotencyMismatch):
+        idempotency.begin("k", "", {**payload, "body": "other"})
