@@ -8,7 +8,8 @@ value holding ``((x))`` stays literal. Knows nothing of Flask or storage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 OPEN, CLOSE = "((", "))"
@@ -41,8 +42,11 @@ def valid_name(name: str) -> bool:
     return 1 <= len(name) <= MAX_NAME and all(c.isalnum() or c in _NAME_PUNCTUATION for c in name)
 
 
-def parse(body: str) -> list[Part]:
-    """Split a template body into literal text and placeholders.
+# Versions never change, so a body parses to the same parts every time: each send of a
+# template reuses them instead of walking the text again.
+@functools.lru_cache(maxsize=1024)
+def parse(body: str) -> tuple[Part, ...]:
+    """Split a template body into literal text and placeholders (cached: parts are immutable).
 
     A ``(`` just before ``((`` is literal, so ``(((code)))`` is a placeholder between
     parentheses. Raises `PlaceholderError` naming the 1-based character position of an
@@ -82,10 +86,10 @@ def parse(body: str) -> list[Part]:
     if len(names) > MAX_PLACEHOLDERS:
         raise PlaceholderError(
             f"{len(names)} distinct placeholders; a template may have at most {MAX_PLACEHOLDERS}")
-    return parts
+    return tuple(parts)
 
 
-def placeholders(parts: list[Part]) -> list[str]:
+def placeholders(parts: Sequence[Part]) -> list[str]:
     """The distinct placeholder names of a parsed body, as first written, in order."""
     seen: dict[str, str] = {}
     for part in parts:
@@ -94,7 +98,7 @@ def placeholders(parts: list[Part]) -> list[str]:
     return list(seen.values())
 
 
-def render(parts: list[Part], personalisation: Mapping[str, str]) -> str:
+def render(parts: Sequence[Part], personalisation: Mapping[str, str]) -> str:
     """The text of a parsed body with each placeholder replaced by its value, verbatim.
 
     `personalisation` maps names (any case, any surrounding spaces) to strings. Raises

@@ -56,7 +56,7 @@ class Version:
     provider_ids: dict[str, dict[str, str]]
     created: int  # Unix milliseconds
     archived: bool = False
-    parts: list[placeholders.Part] = field(default_factory=list, compare=False, repr=False)
+    parts: tuple[placeholders.Part, ...] = field(default=(), compare=False, repr=False)
 
     def public(self) -> dict[str, Any]:
         """The version as the API answers it."""
