@@ -63,7 +63,9 @@ def test_openapi_document_is_valid_and_complete(client):
     assert "Retry-After" in operation["responses"]["429"]["headers"]
     schemas = document["components"]["schemas"]
     request = schemas["SendRequest"]
-    assert set(request["required"]) == {"sender", "receiver", "body"}
+    # body, or template with its personalisation (SPEC section 16): neither is required alone.
+    assert set(request["required"]) == {"sender", "receiver"}
+    assert {"body", "template", "personalisation", "templateVersion"} <= set(request["properties"])
     assert request["properties"]["receiver"]["pattern"] == r"^\+[1-9][0-9]{1,14}$"
     assert request["properties"]["body"]["maxLength"] == 1600
     assert request.get("additionalProperties") is False
