@@ -32,6 +32,8 @@ from sms_service.status.service import StatusService
 from sms_service.storage import Storage, connect_storage
 from sms_service.suppression import routes as suppression_routes
 from sms_service.suppression.service import SuppressionList
+from sms_service.templates import routes as template_routes
+from sms_service.templates.service import Templates
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,11 @@ class Services:
     # The reconciler (SPEC section 18), started by the serving worker; one works at a time.
     reconciler: Reconciler | None = None
     failover: Failover | None = None
+    templates: Templates | None = None
 
     def __post_init__(self) -> None:
+        if self.templates is None:
+            self.templates = Templates(self.storage)
         if self.suppression is None:
             self.suppression = self.guards.suppression
         if self.failover is None:
@@ -168,6 +173,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     api.register_blueprint(estimate.bp)
     api.register_blueprint(status_routes.bp)
     api.register_blueprint(suppression_routes.bp)
+    api.register_blueprint(template_routes.bp)
     if not settings.shared_storage:
         log.warning("the suppression list lives in process memory (STORAGE_URI memory://): opt-outs are "
                     "lost at every restart; use sqlite:// or a persistent redis:// in production")

@@ -15,6 +15,7 @@ from sms_service.logs import configure_logging
 from sms_service.plugin_loader import installed_providers
 from sms_service.storage import open_configured_storage, state_location
 from sms_service.suppression import csvio as suppressions_csv
+from sms_service.templates import jsonlio as templates_jsonl
 
 T = TypeVar("T")
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     token.add_argument("provider", help="the provider's SERVICE_PROVIDER name, such as console")
     token.set_defaults(run=_callback_token)
+    templates_jsonl.add_parser(commands)
     new_plugin = commands.add_parser(
         "new-plugin", help="write a new provider plugin distribution to start from",
         description="Write a ready provider plugin distribution (pyproject.toml with the entry point, "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sms_service import phone
 from sms_service.exceptions import ReceiverUnsubscribed, proves_nothing_sent
@@ -14,6 +15,9 @@ from sms_service.phone import mask_number
 from sms_service.provider import Message, Provider, Receipt
 from sms_service.segments import count_segments
 from sms_service.status.service import StatusService
+
+if TYPE_CHECKING:
+    from sms_service.templates.service import Rendered
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,13 @@ class Dispatcher:
         first = self.failover.routes[0]
         self.provider_name, self.provider, self.status = first.name, first.provider, first.status
 
-    def send(self, sender: str, receiver: str, body: str,
-             owner: str = "") -> tuple[dict[str, str], dict[str, Any]]:
+    def send(self, sender: str, receiver: str, body: str, owner: str = "",
+             template: Rendered | None = None) -> tuple[dict[str, str], dict[str, Any]]:
         """Send a message; return the receipt as the API's four strings, and log fields.
+
+        With `template`, `body` is its rendered text: each provider gets the template's
+        ids for it, and the record and the log line name the template and its version
+        (never the text).
 
         The log fields (provider that sent, masked receiver, segments, status, duration)
         go on the request's access-log line. The message's record is stored (for
@@ -49,8 +57,14 @@ class Dispatcher:
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
                           status_callback=self.failover.routes[0].callback_url)
+        provider_ids = None
+        if template is not None:  # (a plain body, the hot path, skips this)
+            provider_ids = template.provider_ids
+            ids = provider_ids.get(self.failover.routes[0].name)
+            if ids:
+                message = dataclasses.replace(message, template_ids=dict(ids))
         try:
-            route, receipt, elapsed = self.failover.send(message)
+            route, receipt, elapsed = self.failover.send(message, provider_ids)
         except BaseException as exc:
             if spend is not None and proves_nothing_sent(exc):
                 # No SMS went: an outage must not drain the country's budget. (The delay
@@ -61,8 +75,9 @@ class Dispatcher:
                 self.guards.suppression.learn(receiver, str(exc.provider_code or "provider"))
             raise
         answer = receipt_fields(receipt, segments.count)
+        used = {"name": template.name, "version": template.version} if template is not None else None
         if route.status is not None:
-            route.status.record_send(answer, receiver, segments.encoding, owner,
+            route.status.record_send(answer, receiver, segments.encoding, owner, used,
                                      price=(receipt.price, receipt.price_unit))
         route.accepted.inc()
         route.segments[segments.encoding].inc(int(answer["numSegments"]))
@@ -74,6 +89,8 @@ class Dispatcher:
         }
         if route is not self.failover.routes[0]:
             fields["failover_from"] = self.failover.routes[0].name
+        if template is not None:
+            fields.update(template=template.name, template_version=template.version)
         log.debug("message accepted by provider", extra=fields)
         return answer, fields
 

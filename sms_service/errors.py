@@ -26,6 +26,7 @@ from sms_service.exceptions import (
     IdempotencyMismatch,
     MessageOverBudget,
     MessageRejected,
+    PersonalisationInvalid,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
@@ -38,6 +39,7 @@ from sms_service.exceptions import (
     SegmentBudgetExceeded,
     SmsServiceError,
     StorageUnavailable,
+    TemplateNotFound,
 )
 from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema
@@ -67,6 +69,8 @@ STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
     (IdempotencyMismatch, 422),
     (CallbackRefused, 403),
     (ConfigError, 500),
+    (TemplateNotFound, 404),
+    (PersonalisationInvalid, 400),
 )
 
 # Outcome words of /send answers that are not service exceptions.

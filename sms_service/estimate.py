@@ -8,7 +8,7 @@ from flask import Response, current_app, g, jsonify, request
 from sms_service import metrics
 from sms_service.errors import ServiceBlueprint
 from sms_service.schemas import ErrorSchema, EstimateSchema, SendRequestSchema
-from sms_service.send import ERROR_STATUSES, _documented, _payload, guard_before_parsing
+from sms_service.send import ERROR_STATUSES, _documented, _payload, guard_before_parsing, render
 
 bp = ServiceBlueprint("estimate", __name__, url_prefix="",
                       description="Ask what a send would do, without sending")
@@ -18,7 +18,7 @@ bp = ServiceBlueprint("estimate", __name__, url_prefix="",
 bp.before_request(guard_before_parsing)
 
 _STATUSES = {
-    **{status: ERROR_STATUSES[status] for status in (401, 413, 415, 500)},
+    **{status: ERROR_STATUSES[status] for status in (401, 404, 413, 415, 500)},
     400: ("invalid request (the very answer /send would give), or an Idempotency-Key header", None),
     403: ("/send would refuse: destination country or number type not allowed, receiver opted "
           "out, or more segments than the country's whole budget", None),
@@ -45,7 +45,8 @@ def estimate() -> Response:
                                          "and reserves nothing; leave it out")
     payload = _payload()
     services = current_app.extensions["sms_service"]
-    return jsonify(services.dispatcher.estimate(payload["receiver"], payload["body"]))
+    body = payload["body"] if "body" in payload else render(services, payload).body
+    return jsonify(services.dispatcher.estimate(payload["receiver"], body))
 
 
 @bp.after_request

@@ -234,6 +234,30 @@ def proves_nothing_sent(exc: BaseException) -> bool:
     one error). The Idempotency-Key is then freed; any other failure (timeout, 5xx,
     unreadable answer, a plugin's bug) may hide a sent SMS, so its answer is kept.
     """
-    if isinstance(exc, GuardRejection | StorageUnavailable):
+    if isinstance(exc, GuardRejection | StorageUnavailable | TemplateError):
         return True
     return isinstance(exc, ProviderError) and exc.nothing_sent
+
+
+# -- message templates (SPEC section 16) ----------------------------------------------
+
+
+class TemplateError(SmsServiceError):
+    """Raised when a send, an estimate or a preview cannot be rendered from its template.
+
+    Nothing was sent: it is refused before any guard or provider.
+    """
+
+    reason = "template"
+
+
+class TemplateNotFound(TemplateError):
+    """Raised when a template (or the version asked for) is unknown or archived."""
+
+    reason = "template_not_found"
+
+
+class PersonalisationInvalid(TemplateError):
+    """Raised when the personalisation does not fit the template, or the rendered text breaks a body rule."""
+
+    reason = "validation"

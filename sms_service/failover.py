@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,8 +128,12 @@ class Failover:
         self._next = {route.name: routes[i + 1].name if i + 1 < len(routes) else "none"
                       for i, route in enumerate(routes)}
 
-    def send(self, message: Message) -> tuple[Route, Receipt, float]:
+    def send(self, message: Message,
+             template_ids: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Route, Receipt, float]:
         """Send `message` through the first route that takes it.
+
+        `template_ids` maps a provider's name to its ids for the message's template: each
+        provider gets its own in `Message.template_ids`, and no other's.
 
         Returns the route that sent, its receipt and the seconds of its send call.
         Raises the failure that ended the attempt: one that never moves on at once, or,
@@ -144,7 +149,7 @@ class Failover:
                     self._moved(route, "circuit_open")
                     continue
             try:
-                receipt, elapsed = self._through(route, message)
+                receipt, elapsed = self._through(route, message, template_ids)
             except Exception as exc:
                 if isinstance(exc, ProviderError):
                     exc.provider = route.name  # the error's log line names who said it
@@ -182,10 +187,15 @@ class Failover:
             return route
         raise _exhausted(failures)
 
-    def _through(self, route: Route, message: Message) -> tuple[Receipt, float]:
+    def _through(self, route: Route, message: Message,
+                 template_ids: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Receipt, float]:
         route.check_balance()
         if route.callback_url != message.status_callback:
             message = dataclasses.replace(message, status_callback=route.callback_url)
+        if template_ids is not None:  # each provider its own ids, and never another's
+            ids = template_ids.get(route.name) or {}
+            if ids != message.template_ids:
+                message = dataclasses.replace(message, template_ids=dict(ids))
         started = time.perf_counter()
         try:
             receipt = route.provider.send(message)

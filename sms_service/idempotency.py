@@ -1,7 +1,11 @@
 """Idempotent sends: the same Idempotency-Key and payload answer once, and send once.
 
 Records live in the guards' storage, so a retry that lands on another worker or replica
-finds them. A record holds hashes and the receipt, never the message body.
+finds them. A record holds hashes and the receipt, never the message body nor a
+template's personalisation. The request's fingerprint is an HMAC keyed by the caller's
+Idempotency-Key (which the record's name holds only hashed): a plain hash of a request
+whose one unknown is a six-digit code would give the code back to anyone who reads the
+storage, in a million guesses.
 
 A key is reserved by a *pending* record that carries a random nonce, and it stays
 reserved for the whole IDEMPOTENCY_TTL: it never silently becomes free, even when the
@@ -14,12 +18,14 @@ outcome is unknown, and sends nothing.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sms_service.errors import error_body
 from sms_service.exceptions import (
@@ -74,13 +80,13 @@ class Idempotency:
             raise IdempotencyKeyInvalid("Idempotency-Key must be 1 to 255 printable ASCII characters")
         return header
 
-    def begin(self, key: str, scope: str, payload: dict[str, str]) -> Reservation | StoredAnswer:
+    def begin(self, key: str, scope: str, payload: dict[str, Any]) -> Reservation | StoredAnswer:
         """Reserve `key` for this payload, or return the answer already known for it.
 
         Raises `IdempotencyConflict` (still in flight), `IdempotencyMismatch` (another
         payload) or `StorageUnavailable`.
         """
-        name, fingerprint = self._name(key, scope), _fingerprint(payload)
+        name, fingerprint = self._name(key, scope), _fingerprint(payload, f"{scope}\x00{key}")
         pending = json.dumps({"state": "pending", "fingerprint": fingerprint,
                               "nonce": os.urandom(12).hex(), "started": time.time()})
         try:
@@ -93,7 +99,7 @@ class Idempotency:
         if existing is None:
             return Reservation(name, pending, fingerprint)
         record = json.loads(existing)
-        if record["fingerprint"] != fingerprint:
+        if record["fingerprint"] != fingerprint and record["fingerprint"] != _legacy_fingerprint(payload):
             raise IdempotencyMismatch("Idempotency-Key was already used with a different request")
         if record["state"] == "pending":
             if time.time() - record.get("started", 0) < self.stale_after_s:
@@ -133,6 +139,18 @@ class Idempotency:
         return "idem:" + hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()
 
 
-def _fingerprint(payload: dict[str, str]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+def _canonical(payload: dict[str, Any]) -> bytes:
+    # The request as sent: a template's version is in it only when asked for, and the
+    # personalisation as given (keys as spelled).
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _fingerprint(payload: dict[str, Any], secret: str) -> str:
+    return hmac.new(secret.encode("utf-8", "surrogatepass"), _canonical(payload), hashlib.sha256).hexdigest()
+
+
+def _legacy_fingerprint(payload: dict[str, Any]) -> str:
+    # What records written before the keyed fingerprint hold (kept IDEMPOTENCY_TTL at most):
+    # a retry across the upgrade still replays instead of hearing 422.
+    return hashlib.sha256(_canonical(payload)).hexdigest()

@@ -14,6 +14,7 @@ from sms_service.exceptions import SmsServiceError, StorageUnavailable, proves_n
 from sms_service.idempotency import KEY_PATTERN, Idempotency, StoredAnswer
 from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema, ReceiptSchema, SendRequestSchema, load_send_request
+from sms_service.templates.service import Rendered
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ ERROR_STATUSES = {
     401: ("API_KEYS is set and the bearer key is missing or wrong", None),
     403: ("destination country or number type not allowed, receiver opted out, or more segments "
           "than the country's whole SEGMENT_BUDGETS budget", None),
+    404: ("the template (or the version asked for) is unknown or archived", None),
     409: ("a request with the same Idempotency-Key is still in progress", RETRY_AFTER),
     413: ("request body over 16 KiB", None),
     415: ("Content-Type is not application/json", None),
@@ -135,12 +137,12 @@ def send() -> Response:
         payload = _payload()
         header = request.headers.get("Idempotency-Key")
         if header is None:
-            return _sent(*services.dispatcher.send(**payload, owner=g.get("caller") or ""))
+            return _sent(*_dispatch(services, payload))
         Idempotency.check_key(header)  # raises: a readable key was reserved before the guards
         raise RuntimeError("an Idempotency-Key was neither refused nor reserved")
     payload = g.payload
     try:
-        receipt, log_fields = services.dispatcher.send(**payload, owner=g.get("caller") or "")
+        receipt, log_fields = _dispatch(services, payload)
     except SmsServiceError as exc:
         if proves_nothing_sent(exc):
             # Nothing can have gone out: the key is freed for a retry. Any other failure
@@ -157,7 +159,25 @@ def send() -> Response:
     return _sent(receipt, log_fields)
 
 
-def _payload() -> dict[str, str]:
+def _dispatch(services, payload: dict) -> tuple[dict[str, str], dict]:
+    owner = g.get("caller") or ""
+    if "body" in payload:  # the hot path: no template, no storage read for one
+        return services.dispatcher.send(**payload, owner=owner)
+    rendered = render(services, payload)
+    return services.dispatcher.send(payload["sender"], payload["receiver"], rendered.body, owner=owner,
+                                    template=rendered)
+
+
+def render(services, payload: dict) -> Rendered:
+    """The template a validated request names, rendered with its personalisation.
+
+    Raises `TemplateNotFound`, `PersonalisationInvalid` or `StorageUnavailable`.
+    """
+    return services.templates.render(payload["template"], payload.get("personalisation") or {},
+                                     payload.get("templateVersion"))
+
+
+def _payload() -> dict:
     # What @bp.arguments would do, without webargs and marshmallow on the hot path: the
     # same parser reads the body, and the same messages come back (schemas.py).
     data = bp.ARGUMENTS_PARSER.load_json(request, SendRequestSchema)  # aborts on a body that is not JSON

@@ -14,8 +14,9 @@ from support.service import TWILIO_SID, TWILIO_TOKEN
 from sms_service.app import create_app
 
 TWILIO_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+ADMIN_KEY = "hostile-admin-key-0123456789abcdef"
 ENV = {"SERVICE_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-       "RATE_LIMIT_MAX_REQUESTS": "1000000"}
+       "RATE_LIMIT_MAX_REQUESTS": "1000000", "ADMIN_API_KEYS": ADMIN_KEY}
 APP = create_app(ENV)
 CLIENT = APP.test_client()
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -119,7 +120,9 @@ def test_oversized_body_is_refused_from_its_declared_length():
 
 
 # 413 is how an invalid body over 16 KiB is rightly refused; schemathesis does not list it.
-CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+# The admin routes are exercised for real, with their key (the only bearer key: API_KEYS is unset).
+CONFIG = SchemathesisConfig.from_dict({"headers": {"Authorization": f"Bearer {ADMIN_KEY}"},
+                                       "checks": {"negative_data_rejection": {
     "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]}}})
 schema = schemathesis.openapi.from_wsgi("/documentation/json", create_app(ENV), config=CONFIG)
 

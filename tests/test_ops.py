@@ -106,7 +106,9 @@ def test_openapi_servers_name_the_public_base_url():
     assert "Retry-After" in operation["responses"]["429"]["headers"]
     schemas = document["components"]["schemas"]
     request = schemas["SendRequest"]
-    assert set(request["required"]) == {"sender", "receiver", "body"}
+    # body, or template with its personalisation (SPEC section 16): neither is required alone.
+    assert set(request["required"]) == {"sender", "receiver"}
+    assert {"body", "template", "personalisation", "templateVersion"} <= set(request["properties"])
     assert request["properties"]["receiver"]["pattern"] == r"^\+[1-9][0-9]{1,14}$"
     assert request["properties"]["body"]["maxLength"] == 1600
     assert request.get("additionalProperties") is False

@@ -90,7 +90,9 @@ def test_send_stores_a_record_and_callbacks_move_it(storage_uri):
     assert body["status"] == "delivered"
     assert [h["providerStatus"] for h in body["history"]] == ["queued", "delivered", "sent"]
     assert set(body) == {"sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
-                         "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history"}
+                         "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history",
+                         "template"}
+    assert body["template"] is None  # a plain body, no template
 
 
 def test_forged_and_unsigned_callbacks_are_refused_and_change_nothing(caplog):

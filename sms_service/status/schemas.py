@@ -45,6 +45,13 @@ class WebhookFailureSchema(ma.Schema):
                                                 "example": "2021-08-14T12:53:55.120Z"})
 
 
+class TemplateUseSchema(ma.Schema):
+    """The template a message was rendered from (SPEC section 16): never its text."""
+
+    name = fields.String(required=True, metadata={"example": "otp"})
+    version = fields.Integer(required=True, metadata={"example": 3})
+
+
 class MessageSchema(ma.Schema):
     """The record of one accepted message: never its body, never the full number."""
 
@@ -69,6 +76,8 @@ class MessageSchema(ma.Schema):
     priceUnit = fields.String(required=True, allow_none=True, metadata={
         "description": "the price's ISO 4217 currency", "example": "USD"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    template = fields.Nested(TemplateUseSchema, required=True, allow_none=True, metadata={
+        "description": "the template and version the message was sent with, or null for a plain body"})
     webhookFailures = fields.List(fields.Nested(WebhookFailureSchema), metadata={
         "description": "only with STATUS_WEBHOOK_URL set: this message's status webhook events that ran "
                        "out of retries (empty when none)"})

@@ -28,7 +28,8 @@ MAX_SID_CHARS = 128
 MAX_WORD_CHARS = 64
 # Fields of a record a caller may read, in the order of the answer.
 PUBLIC_FIELDS = ("sid", "provider", "receiver", "country", "numSegments", "encoding", "dateEvent",
-                 "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history")
+                 "status", "providerStatus", "errorCode", "updatedAt", "price", "priceUnit", "history",
+                 "template")
 
 
 def public_view(record: dict[str, Any], webhooks: bool) -> dict[str, Any]:
@@ -70,11 +71,14 @@ class StatusService:
     # -- the send's record (hot path) ----------------------------------------------------
 
     def record_send(self, answer: dict[str, str], receiver: str, encoding: str, owner: str,
+                    template: dict[str, Any] | None = None,
                     price: tuple[str | None, str | None] = (None, None)) -> None:
         """Store the record of an accepted send before its answer goes out.
 
-        `price` is the send answer's price and currency, as the plugin gave them (either
-        may be None); a readable one goes on the record and into the spend counter.
+        `template` is ``{name, version}`` of the template the message was rendered from,
+        or None: never its text. `price` is the send answer's price and currency, as the
+        plugin gave them (either may be None); a readable one goes on the record and into
+        the spend counter.
 
         Never raises for the storage: the SMS has gone, and an error now would invite a
         second one. A record that could not be stored is logged at ERROR.
@@ -86,6 +90,7 @@ class StatusService:
             "dateEvent": at, "status": "queued", "providerStatus": answer["status"], "errorCode": None,
             "updatedAt": at, "owner": owner,
             "history": [model.entry("queued", answer["status"], None, at)],
+            "template": template,
         }
         if self.first_check_ms is not None:
             record["checkAt"] = math.floor(time.time() * 1000 + self.first_check_ms)  # whole ms

@@ -376,3 +376,50 @@ class Storage(abc.ABC):
         """Where the data lives now, for check-config and the check-up: Redis names its
         topology and its primary. Raises the storage's own errors when it cannot be asked."""
         return {}
+
+    # -- templates (SPEC section 16): kept forever, versions immutable -------------------
+    #
+    # A template is a name, an archived flag and its versions 1..n, each a content string
+    # (canonical JSON, compared whole) and its creation time. Numbers are never reused:
+    # archiving keeps every version, and the next PUT takes the next number.
+
+    @abc.abstractmethod
+    def template_put(self, name: str, content: str) -> tuple[int, bool]:
+        """Store `content` as the next version of `name`, unless it is the latest's of a live template.
+
+        Atomic: two concurrent puts of different content make two versions with distinct
+        numbers. An archived template is brought back by any put, even of its latest
+        content, as a new version. Returns the version number stored or kept, and
+        whether it is new.
+        """
+
+    @abc.abstractmethod
+    def template_version(self, name: str, version: int | None) -> tuple[int, str, int, bool] | None:
+        """Version `version` (None: the latest) of `name` as ``(number, content, created, archived)``.
+
+        `created` is Unix milliseconds; `archived` the template's flag. None when the
+        template or that version does not exist. On the send path: one round trip.
+        """
+
+    @abc.abstractmethod
+    def template_versions(self, name: str) -> tuple[bool, list[tuple[int, str, int]]] | None:
+        """Every version of `name`, oldest first, as ``(number, content, created)``, and its archived flag."""
+
+    @abc.abstractmethod
+    def template_archive(self, name: str) -> bool:
+        """Archive `name`; tell whether it existed and was not archived already."""
+
+    @abc.abstractmethod
+    def template_names(self) -> list[str]:
+        """The names of the templates (archived ones included), in no set order.
+
+        May name a template that does not exist (an index written before a put that
+        failed): callers skip such names.
+        """
+
+    @abc.abstractmethod
+    def template_restore(self, name: str, versions: list[tuple[int, str, int]], archived: bool) -> bool:
+        """Recreate `name` with exactly these versions ``(number, content, created)`` (an import).
+
+        Only when no template `name` exists; tells whether it was restored.
+        """

@@ -40,6 +40,8 @@ class MemoryStorage(Storage):
         # Failover circuits: key -> [failures, reset time (0: closed), trial lease end].
         self._circuits: dict[str, list[float]] = {}
         self._secrets: dict[str, str] = {}
+        # Templates: name -> [archived, [(number, content, created), ...]].
+        self._templates: dict[str, list[Any]] = {}
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         with self._lock:
@@ -353,6 +355,54 @@ class MemoryStorage(Storage):
                 return False  # left the window (pruned), or refunded already
             entries.remove((at, cost))
             self._budgets[key] = (entries, max(0, total - cost))
+            return True
+
+    # -- templates (SPEC section 16) -----------------------------------------------------
+
+    def template_put(self, name: str, content: str) -> tuple[int, bool]:
+        with self._lock:
+            template = self._templates.setdefault(name, [False, []])
+            archived, versions = template
+            if versions and not archived and versions[-1][1] == content:
+                return versions[-1][0], False
+            number = versions[-1][0] + 1 if versions else 1
+            versions.append((number, content, int(time.time() * 1000)))
+            template[0] = False
+            return number, True
+
+    def template_version(self, name: str, version: int | None) -> tuple[int, str, int, bool] | None:
+        with self._lock:
+            template = self._templates.get(name)
+            if not template or not template[1]:
+                return None
+            archived, versions = template
+            if version is None:
+                return (*versions[-1], archived)
+            found = next((v for v in versions if v[0] == version), None)
+            return None if found is None else (*found, archived)
+
+    def template_versions(self, name: str) -> tuple[bool, list[tuple[int, str, int]]] | None:
+        with self._lock:
+            template = self._templates.get(name)
+            return (template[0], list(template[1])) if template and template[1] else None
+
+    def template_archive(self, name: str) -> bool:
+        with self._lock:
+            template = self._templates.get(name)
+            if not template or not template[1] or template[0]:
+                return False
+            template[0] = True
+            return True
+
+    def template_names(self) -> list[str]:
+        with self._lock:
+            return list(self._templates)
+
+    def template_restore(self, name: str, versions: list[tuple[int, str, int]], archived: bool) -> bool:
+        with self._lock:
+            if self._templates.get(name, [False, []])[1]:
+                return False
+            self._templates[name] = [bool(archived), sorted((int(n), c, int(t)) for n, c, t in versions)]
             return True
 
 

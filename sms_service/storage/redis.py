@@ -621,6 +621,66 @@ return {'half-open', failures, 0}
 """
 
 
+# Templates (SPEC section 16): KEYS[1] the template's meta hash (latest, archived),
+# KEYS[2] its versions hash (number -> "created content"), both under {tpl:<name>}.
+_TEMPLATE_PUT_SCRIPT = _NOW + """
+local meta = redis.call('HMGET', KEYS[1], 'latest', 'archived')
+local latest = tonumber(meta[1]) or 0
+if latest > 0 and meta[2] == '0' then
+  local stored = redis.call('HGET', KEYS[2], latest)
+  if stored and string.sub(stored, string.find(stored, ' ', 1, true) + 1) == ARGV[1] then
+    return {latest, 0}
+  end
+end
+local number = latest + 1
+redis.call('HSET', KEYS[2], number, string.format('%d', now) .. ' ' .. ARGV[1])
+redis.call('HSET', KEYS[1], 'latest', number, 'archived', '0')
+return {number, 1}
+"""
+
+# ARGV[1]: the version number, or '' for the latest.
+_TEMPLATE_VERSION_SCRIPT = """
+local meta = redis.call('HMGET', KEYS[1], 'latest', 'archived')
+if not meta[1] then
+  return false
+end
+local number = ARGV[1] ~= '' and ARGV[1] or meta[1]
+local stored = redis.call('HGET', KEYS[2], number)
+if not stored then
+  return false
+end
+return {number, stored, meta[2]}
+"""
+
+_TEMPLATE_VERSIONS_SCRIPT = """
+local archived = redis.call('HGET', KEYS[1], 'archived')
+if not archived then
+  return false
+end
+return {archived, redis.call('HGETALL', KEYS[2])}
+"""
+
+_TEMPLATE_ARCHIVE_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'archived') ~= '0' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'archived', '1')
+return 1
+"""
+
+# ARGV: archived, latest, then number and "created content" of each version.
+_TEMPLATE_RESTORE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'latest', ARGV[2], 'archived', ARGV[1])
+return 1
+"""
+
+
 class RedisStorage(Storage):
     """State in Redis, shared by every worker and replica that points at it.
 
@@ -664,6 +724,11 @@ class RedisStorage(Storage):
         self._schedule = register(_SCHEDULE_SCRIPT)
         self._upgrade_pending = self.topology.kind != "cluster"
         self._try_upgrade()
+        self._template_put = register(_TEMPLATE_PUT_SCRIPT)
+        self._template_version = register(_TEMPLATE_VERSION_SCRIPT)
+        self._template_versions = register(_TEMPLATE_VERSIONS_SCRIPT)
+        self._template_archive = register(_TEMPLATE_ARCHIVE_SCRIPT)
+        self._template_restore = register(_TEMPLATE_RESTORE_SCRIPT)
 
     def window_acquire(self, key: str, limit: int, window_ms: int) -> int:
         return int(self._window(keys=[keys.window(key)], args=[limit, window_ms]))
@@ -1146,6 +1211,57 @@ class RedisStorage(Storage):
             if len(rows) < limit and not stale:
                 break
         return due
+
+    # -- templates (SPEC section 16): no TTL, one hash tag per template -----------------
+
+    def template_put(self, name: str, content: str) -> tuple[int, bool]:
+        self.client.sadd(keys.TEMPLATE_NAMES, name)  # the index first: a failed put leaves a dangling name
+        # A new template version must survive a failover (SPEC section 19): WAIT 1.
+        names = keys.template(name)
+        ((number, created),) = self._durable(names[0], lambda pipe: self._template_put(
+            keys=names, args=[content], client=pipe))
+        return int(number), bool(created)
+
+    def template_version(self, name: str, version: int | None) -> tuple[int, str, int, bool] | None:
+        asked = "" if version is None else int(version)
+        found = self._template_version(keys=keys.template(name), args=[asked])
+        if not found:
+            return None
+        number, stored, archived = found
+        created, content = _template_value(stored)
+        return int(number), content, created, archived == b"1"
+
+    def template_versions(self, name: str) -> tuple[bool, list[tuple[int, str, int]]] | None:
+        found = self._template_versions(keys=keys.template(name))
+        if not found:
+            return None
+        archived, flat = found
+        versions = []
+        for number, stored in zip(flat[::2], flat[1::2], strict=True):
+            created, content = _template_value(stored)
+            versions.append((int(number), content, created))
+        return archived == b"1", sorted(versions)
+
+    def template_archive(self, name: str) -> bool:
+        return bool(self._template_archive(keys=keys.template(name)))
+
+    def template_names(self) -> list[str]:
+        return [name.decode() for name in self.client.sscan_iter(keys.TEMPLATE_NAMES, count=1000)]
+
+    def template_restore(self, name: str, versions: list[tuple[int, str, int]], archived: bool) -> bool:
+        self.client.sadd(keys.TEMPLATE_NAMES, name)
+        args: list[Any] = [int(bool(archived)), max(int(n) for n, _, _ in versions)]
+        for number, content, created in versions:
+            args += [int(number), f"{int(created)} {content}"]
+        names = keys.template(name)
+        (restored,) = self._durable(names[0], lambda pipe: self._template_restore(
+            keys=names, args=args, client=pipe))
+        return bool(restored)
+
+
+def _template_value(stored: bytes) -> tuple[int, str]:
+    created, _, content = stored.decode().partition(" ")
+    return int(created), content
 
 
 # -- message listing and overview (SPEC section 18) ---------------------------------------

@@ -66,6 +66,15 @@ def secret(name: str) -> str:
     return f"{P}:{{secret:{name}}}"
 
 
+def template(name: str) -> list[str]:
+    """A template: its meta hash (latest number, archived flag), then its versions hash."""
+    return [f"{P}:{{tpl:{name}}}:meta", f"{P}:{{tpl:{name}}}:versions"]
+
+
+# The names of the templates: an index spanning templates, so a key (and a call) of its
+# own, written before a put (a name may dangle, never go missing).
+TEMPLATE_NAMES = f"{P}:{{templates}}:names"
+
 # The reconciler's due set: message keys by checkAt, under a hash tag of its own.
 RECONCILE_DUE = f"{P}:{{reconcile}}:due"
 

@@ -75,6 +75,11 @@ CREATE INDEX IF NOT EXISTS message_index_template ON message_index (template, at
   WHERE template IS NOT NULL;
 CREATE INDEX IF NOT EXISTS message_index_check ON message_index (check_at) WHERE check_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+  name TEXT PRIMARY KEY, latest INTEGER NOT NULL, archived INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS template_versions (
+  name TEXT NOT NULL, version INTEGER NOT NULL, content TEXT NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (name, version)) WITHOUT ROWID;
 """
 
 # (The time indexes carry status and provider, so those filters read no table row: two
@@ -758,6 +763,53 @@ class SqliteStorage(Storage):
         params = {**_budget_params(key, cost, 1, window_ms), "at": at}
         return self._execute(_BUDGET_REFUND, params)[1] == 1
 
+    # -- templates (SPEC section 16): never swept, never expire --------------------------
+
+    def template_put(self, name: str, content: str) -> tuple[int, bool]:
+        def put(conn: sqlite3.Connection, now: float) -> tuple[int, bool]:
+            row = conn.execute(_TEMPLATE_LATEST, {"name": name}).fetchone()
+            if row is not None and not row[1] and row[2] == content:
+                return int(row[0]), False
+            number = int(row[0]) + 1 if row is not None else 1
+            conn.execute(_TEMPLATE_ADD_VERSION, {"name": name, "version": number, "content": content,
+                                                 "created": int(now)})
+            conn.execute(_TEMPLATE_SET, {"name": name, "latest": number, "archived": 0})
+            return number, True
+
+        return self._transaction(put)
+
+    def template_version(self, name: str, version: int | None) -> tuple[int, str, int, bool] | None:
+        rows, _, _ = self._execute(_TEMPLATE_VERSION, {"name": name, "version": version})
+        if not rows:
+            return None
+        number, content, created, archived = rows[0]
+        return int(number), content, int(created), bool(archived)
+
+    def template_versions(self, name: str) -> tuple[bool, list[tuple[int, str, int]]] | None:
+        rows, _, _ = self._execute(_TEMPLATE_VERSIONS, {"name": name})
+        if not rows:
+            return None
+        return bool(rows[0][0]), [(int(n), content, int(created)) for _, n, content, created in rows]
+
+    def template_archive(self, name: str) -> bool:
+        return self._execute(_TEMPLATE_ARCHIVE, {"name": name})[1] == 1
+
+    def template_names(self) -> list[str]:
+        rows, _, _ = self._execute(_TEMPLATE_NAMES, {})
+        return [name for (name,) in rows]
+
+    def template_restore(self, name: str, versions: list[tuple[int, str, int]], archived: bool) -> bool:
+        def restore(conn: sqlite3.Connection, now: float) -> bool:
+            if conn.execute(_TEMPLATE_LATEST, {"name": name}).fetchone() is not None:
+                return False
+            for number, content, created in versions:
+                conn.execute(_TEMPLATE_ADD_VERSION, {"name": name, "version": int(number), "content": content,
+                                                     "created": int(created)})
+            conn.execute(_TEMPLATE_SET, {"name": name, "latest": max(int(n) for n, _, _ in versions),
+                                         "archived": int(bool(archived))})
+            return True
+
+        return self._transaction(restore)
 
     # -- message listing and overview (SPEC section 18) --------------------------------
 
@@ -844,6 +896,29 @@ ON CONFLICT (key, bucket) DO UPDATE SET hits = hits + :cost
 RETURNING (SELECT sum(hits) FROM window_buckets WHERE key = :key AND bucket >= {_FIRST_BUCKET})
 """  # noqa: S608  (no input is formatted in: _FIRST_BUCKET is a constant)
 _DELAY_PEEK = "SELECT k, last FROM streaks WHERE key = :key"
+
+
+_TEMPLATE_LATEST = """
+SELECT t.latest, t.archived, v.content FROM templates t
+JOIN template_versions v ON v.name = t.name AND v.version = t.latest WHERE t.name = :name
+"""
+_TEMPLATE_ADD_VERSION = """
+INSERT INTO template_versions (name, version, content, created) VALUES (:name, :version, :content, :created)
+"""
+_TEMPLATE_SET = """
+INSERT INTO templates (name, latest, archived) VALUES (:name, :latest, :archived)
+ON CONFLICT (name) DO UPDATE SET latest = excluded.latest, archived = excluded.archived
+"""
+_TEMPLATE_VERSION = """
+SELECT v.version, v.content, v.created, t.archived FROM templates t
+JOIN template_versions v ON v.name = t.name AND v.version = coalesce(:version, t.latest) WHERE t.name = :name
+"""
+_TEMPLATE_VERSIONS = """
+SELECT t.archived, v.version, v.content, v.created FROM templates t
+JOIN template_versions v ON v.name = t.name WHERE t.name = :name ORDER BY v.version
+"""
+_TEMPLATE_ARCHIVE = "UPDATE templates SET archived = 1 WHERE name = :name AND archived = 0"
+_TEMPLATE_NAMES = "SELECT name FROM templates"
 
 
 def _budget_params(key: str, cost: int, limit: int, window_ms: int) -> dict[str, Any]:

@@ -93,8 +93,12 @@ ADMIN_KEY_REQUIRED = ("an admin key is required: send Authorization: Bearer <one
                       "(the keys of API_KEYS do not open the admin routes)")
 
 
-def _number(number: str) -> str:
-    # 404 before 400 or 401: without ADMIN_API_KEYS the routes do not exist.
+def require_admin() -> None:
+    """Let an admin route through only with ADMIN_API_KEYS set and one of them as the bearer key.
+
+    Aborts with 404 when the keys are unset (the admin routes then do not exist: before
+    any 400 or 401), and raises `Unauthorized` for a missing or wrong key.
+    """
     services = current_app.extensions["sms_service"]
     keys = services.settings.admin_api_keys
     if not keys:
@@ -108,6 +112,10 @@ def _number(number: str) -> str:
         refusal = Unauthorized(www_authenticate=WWWAuthenticate("bearer", {"realm": "sms-service-admin"}))
         refusal.data = {"message": ADMIN_KEY_REQUIRED}
         raise refusal
+
+
+def _number(number: str) -> str:
+    require_admin()  # 404 before 400 or 401: without ADMIN_API_KEYS the routes do not exist
     if not phone.is_e164(number) or not phone.is_possible(number):
         smorest_abort(400, message="number: not an E.164 phone number")
     return number

@@ -31,6 +31,8 @@ from sms_service.scrub import Scrubber, scrub_error
 log = logging.getLogger(__name__)
 
 NAME = "kaleyra"
+# The key of `Message.template_ids` (the template's providerIds.kaleyra) this plugin sends.
+TEMPLATE_ID = "template_id"
 DEFAULT_BASE_URL = "https://api.kaleyra.io"
 SMS_TYPES = ("DEFAULT", "OTP", "TXN", "MKT")
 # UNCONFIRMED: Kaleyra documents a billing/usage API without a public path or field
@@ -137,6 +139,9 @@ class KaleyraProvider(Provider):
         form = {"to": message.receiver, "sender": message.sender, "body": message.body}
         if self.sms_type:
             form["type"] = self.sms_type
+        template_id = message.template_ids.get(TEMPLATE_ID)
+        if template_id:  # India DLT: the registered template the message matches (SPEC section 16)
+            form["template_id"] = template_id
         if message.status_callback:
             form["callback"] = json.dumps({"url": message.status_callback, "method": "POST"})
         answer = self._http.request("POST", self.messages_url, data=form)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
@@ -213,6 +214,19 @@ def test_send_success(make_provider, http, status):
     assert receipt.num_segments is None
     assert receipt.date_event == dt.datetime(2022, 11, 23, 15, 10, 53, tzinfo=dt.UTC)
     assert receipt.date_event.utcoffset() == dt.timedelta(0)
+
+
+def test_send_passes_the_dlt_template_id_when_the_template_has_one(make_provider, http):
+    # SPEC section 16: providerIds.kaleyra of the template reach the plugin as template_ids.
+    expect_send(http, json_body=SUCCESS, form={**FORM, "template_id": "1107161234567890123"})
+    message = dataclasses.replace(MESSAGE, template_ids={"template_id": "1107161234567890123"})
+    assert make_provider().send(message).sid == SUCCESS["id"]
+
+
+@pytest.mark.parametrize("ids", [{}, {"entity-id": "1201"}, {"template_id": ""}])
+def test_send_has_no_template_id_without_one(make_provider, http, ids):
+    expect_send(http, json_body=SUCCESS)  # the exact form: no template_id field at all
+    assert make_provider().send(dataclasses.replace(MESSAGE, template_ids=ids)).sid == SUCCESS["id"]
 
 
 @pytest.mark.parametrize(
