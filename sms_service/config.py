@@ -544,13 +544,3 @@ def _check_webhook_secret(name: str, secret: str) -> None:
     if problem:
         # Never the value: it is the signing key.
         raise ConfigError(f"{name} {problem}")
-
-
-def load_storage_uri(env: Mapping[str, str] | None = None) -> str:
-    """STORAGE_URI alone (its default in the state directory), for the data commands.
-
-    They need no provider: SERVICE_PROVIDER and the rest are not read. Raises
-    `ConfigError` naming the variable.
-    """
-    env = dict(os.environ if env is None else env)
-    return _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")

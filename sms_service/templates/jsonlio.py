@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sqlite3
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from sms_service.config import load_storage_uri
+from sms_service.data_commands import open_data_storage
 from sms_service.exceptions import ConfigError, StorageUnavailable
-from sms_service.storage import Storage, open_storage
+from sms_service.storage import Storage
 from sms_service.suppression.service import iso_time
 from sms_service.templates.service import MAX_VERSION, check_content, valid_name
 
@@ -117,18 +116,9 @@ def _millis(text: Any, where: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """The command: export or import against STORAGE_URI; returns the exit status."""
     try:
-        uri = load_storage_uri()
+        storage = open_data_storage()
     except ConfigError as exc:
         print(f"configuration error: {exc.message}", file=sys.stderr)
-        return 1
-    if uri.startswith("memory://"):
-        print("STORAGE_URI is memory://: this process's templates are not the service's; point STORAGE_URI "
-              "at the service's sqlite:// file or redis://", file=sys.stderr)
-        return 1
-    try:
-        storage = open_storage(uri)
-    except (OSError, sqlite3.Error) as exc:  # an SQLite file that cannot be opened: named, not traced
-        print(f"configuration error: STORAGE_URI {uri} cannot be opened ({exc})", file=sys.stderr)
         return 1
     try:
         if args.action == "export":
