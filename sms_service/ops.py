@@ -52,12 +52,14 @@ def check_up() -> Response:
     """Dependencies one by one: storage, and the provider balance when it is checked."""
     services = current_app.extensions["sms_service"]
     checks = {"storage": "OK" if services.storage.ping() else "KO"}
-    providers = _providers(services, checks)
+    providers = provider_states(services, checks)
     return _answer(checks, providers=providers, **_webhook_figures(services))
 
 
-def _providers(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:
+def provider_states(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:
     """Each provider in failover order, with its circuit and, when checked, its balance.
+
+    Fills `checks` with the balance checks; calls each checked provider's balance API.
 
     With several providers, the ``providers`` check is KO only when every circuit is
     open (nothing can be sent); one open circuit shows in the list.
