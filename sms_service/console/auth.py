@@ -105,6 +105,12 @@ def sign_out(storage) -> None:
     session.clear()
 
 
+def forget(cookie_session) -> None:
+    """Drop a dead session's id from the cookie."""
+    cookie_session.pop("sid", None)
+    cookie_session.pop("exp", None)
+
+
 def _record_key(session_id: str) -> str:
     # Only a hash of the id is stored: reading the storage gives no cookie.
     return _RECORD_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()

@@ -54,7 +54,7 @@ def require_session() -> Response | None:
     if request.endpoint in PUBLIC_VIEWS:
         return None
     if not auth.signed_in(services.storage):
-        session.clear()
+        auth.forget(session)  # its CSRF token stays: a sign-in form open elsewhere still works
         return redirect(url_for("console.sign_in"))
     g.console_signed_in = True
     return None
