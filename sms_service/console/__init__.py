@@ -34,7 +34,8 @@ def init_app(app: Flask, services) -> None:
         if _under(request.path):
             response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
             response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
+            # Same-origin only: flask-wtf checks the Referer of a form posted over https.
+            response.headers["Referrer-Policy"] = "same-origin"
             if not request.path.startswith(f"{PREFIX}/static/"):
                 response.headers["Cache-Control"] = "no-store"
         return response
