@@ -164,3 +164,16 @@ def test_the_chart_has_24_hours_scaled_to_the_busiest():
     assert [bar["count"] for bar in bars[-3:]] == [2, 0, 4]
     assert bars[-1]["height"] == 2 * bars[-3]["height"] > 0 and bars[-2]["height"] == 0
     assert bars[-1]["y"] + bars[-1]["height"] == chart["axis_y"]
+
+
+def test_a_storage_that_does_not_answer_is_a_503_page():
+    from support.ports import free_port
+
+    app = console_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    assert not app.secret_key  # left to the first console request
+    answer = app.test_client().get("/console/sign-in")
+    assert answer.status_code == 503 and answer.mimetype == "text/html"
+    assert "the storage does not answer (STORAGE_URI); try again in a moment" in answer.text
+    assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+    api = app.test_client().get("/messages")
+    assert api.status_code == 503 and api.json["statusCode"] == "503"

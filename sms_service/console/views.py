@@ -24,6 +24,7 @@ from flask import (
 
 from sms_service import phone
 from sms_service.console import auth, overview
+from sms_service.exceptions import StorageUnavailable
 from sms_service.status.listing import DEFAULT_LIMIT
 from sms_service.status.schemas import LISTED_STATUSES as STATUSES
 from sms_service.status.service import public_view
@@ -288,3 +289,10 @@ def error_page(status: int, message: str) -> Response:
     return Response(body, status=status, mimetype="text/html")
 
 
+
+
+@bp.errorhandler(StorageUnavailable)
+def storage_unavailable(exc: StorageUnavailable) -> Response:
+    """The storage did not answer: a 503 page (the API's text speaks of sends)."""
+    log.error("console page without its storage", extra={"reason": exc.message[:200]})
+    return error_page(503, "the storage does not answer (STORAGE_URI); try again in a moment")
