@@ -134,12 +134,19 @@ def test_csv_import_and_export():
     assert "Imported 2 numbers (0 already on the list). 1 rows skipped, not an E.164 number: lines 3." \
         in answer.text
     assert "+14155550101" not in answer.text  # the page names lines, never numbers
+    # A list larger than the API's 16 KiB request limit.
+    many = "number\n" + "".join(f"+1415556{i:04d}\n" for i in range(2000))
+    assert len(many) > 16 * 1024
+    answer = client.post("/console/opt-outs/import", data={"csrf_token": csrf, "file": (
+        io.BytesIO(many.encode()), "many.csv")}, content_type="multipart/form-data", follow_redirects=True)
+    assert "Imported 2000 numbers (0 already on the list)." in answer.text
     export = client.get("/console/opt-outs/export.csv")
     assert export.mimetype == "text/csv" and "attachment" in export.headers["Content-Disposition"]
     rows = export.text.splitlines()
     assert rows[0] == "number,source,since"
-    assert sorted(row.split(",")[:2] for row in rows[1:]) == [["+14155550101", "inbound"],
-                                                              ["+14155550102", "admin"]]
+    assert len(rows) == 1 + 2002
+    assert sorted(row.split(",")[:2] for row in rows[1:])[:2] == [["+14155550101", "inbound"],
+                                                                  ["+14155550102", "admin"]]
 
 
 def test_the_overview_counts_and_shows_budgets():
