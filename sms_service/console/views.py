@@ -14,7 +14,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -60,7 +59,6 @@ def require_session() -> Response | None:
     if not auth.signed_in(services.storage):
         auth.forget(session)  # its CSRF token stays: a sign-in form open elsewhere still works
         return redirect(url_for("console.sign_in"))
-    g.console_signed_in = True
     return None
 
 
@@ -287,8 +285,7 @@ def opt_out_export() -> Response:
 
 def error_page(status: int, message: str) -> Response:
     """A refusal of the console as an HTML page (the API's errors stay JSON)."""
-    signed = bool(session.get("sid")) and g.get("console_signed_in", False)
-    body = render_template("console/error.html", status=status, message=message, signed=signed)
+    body = render_template("console/error.html", status=status, message=message)
     return Response(body, status=status, mimetype="text/html")
 
 
