@@ -17,12 +17,13 @@ $(STAMP): setup.cfg providers/twilio/setup.cfg providers/kaleyra/setup.cfg provi
 		-e providers/vonage -e providers/plivo -e providers/telnyx
 	touch $@
 
-# The tests start their own redis-server; install it when the machine lacks it.
+# The tests start their own redis-server, and drive the console in Debian's chromium;
+# install them when the machine lacks them.
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (needed by the tests)"; \
+	@command -v redis-server >/dev/null 2>&1 && [ -x /usr/bin/chromium ] || { \
+	  echo "installing redis-server and chromium (needed by the tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server chromium >/dev/null; }
 
 run: install
 	SERVICE_PROVIDER=$${SERVICE_PROVIDER:-console} $(BIN)/sms-service serve

@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from sms_service import errors, estimate, metrics, openapi, ops, send
+from sms_service import console, errors, estimate, metrics, openapi, ops, send
 from sms_service.config import Settings, ignored_failover_settings, load_settings
 from sms_service.dispatch import Dispatcher
 from sms_service.exceptions import StorageUnavailable
@@ -179,6 +179,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
                     "lost at every restart; use sqlite:// or a persistent redis:// in production")
     app.register_blueprint(ops.bp)
     openapi.document(api, app)
+    if settings.admin_api_keys:  # no console without admin keys: /console/ is then the API's 404
+        console.init_app(app, services)
 
     @app.before_request
     def take_request_id() -> None:

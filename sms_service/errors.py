@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 import webargs.core
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
@@ -45,6 +45,10 @@ from sms_service.logs import SEND_LOG_FIELDS
 from sms_service.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
+
+# app.extensions key: path prefixes whose refusals are pages, not the API's JSON (the
+# operator console), each with the function that renders one: (status, message) -> Response.
+HTML_ERRORS = "sms_service.html_errors"
 
 # Most specific first: the first class an exception is an instance of decides.
 STATUS_BY_EXCEPTION: tuple[tuple[type[SmsServiceError], int], ...] = (
@@ -148,6 +152,14 @@ class ServiceApi(Api):
         data = getattr(error, "data", None) or {}
         headers.update(data.get("headers") or {})
         g.outcome = _HTTP_REASONS.get(status, "http_error")
+        html = _html_renderer()
+        if html is not None:
+            if status >= 500:
+                log.error("console error", extra={"status": status})
+            page = html(status, _page_message(status, error))
+            for name, value in headers.items():
+                page.headers[name] = value
+            return page
         return error_response(status, _message(status, error, data), headers)
 
 
@@ -174,7 +186,37 @@ def handle_service_error(exc: SmsServiceError) -> Response:
         log.error(exc.message)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     message = _MESSAGES[500] if isinstance(exc, ConfigError) else exc.message
+    html = _html_renderer()
+    if html is not None:
+        page = html(status, message)
+        page.headers.update(headers)
+        return page
     return error_response(status, message, headers)
+
+
+def render_html_under(app: Flask, prefix: str, render: Callable[[int, str], Response]) -> None:
+    """Have refusals of paths under `prefix` rendered as pages by `render(status, message)`."""
+    app.extensions.setdefault(HTML_ERRORS, {})[prefix] = render
+
+
+def _html_renderer() -> Callable[[int, str], Response] | None:
+    path = request.path
+    for prefix, render in current_app.extensions.get(HTML_ERRORS, {}).items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return render
+    return None
+
+
+def _page_message(status: int, error: HTTPException) -> str:
+    # A page's message is Werkzeug's description when the view gave one, never a trace.
+    if status >= 500:
+        return _MESSAGES[500]
+    if status == 404:
+        return error.description if error.description and "requested URL" not in error.description \
+            else "no such page"
+    if status == 405:
+        return f"method {request.method} is not allowed here"
+    return error.description or HTTPStatus(status).phrase.lower()
 
 
 def _provider_fields(exc: ProviderError) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def check_up() -> Response:
     """Dependencies one by one: storage, and the provider balance when it is checked."""
     services = current_app.extensions["sms_service"]
     checks = {"storage": "OK" if services.storage.ping() else "KO"}
-    providers = _providers(services, checks)
+    providers = provider_states(services, checks)
     return _answer(checks, **_storage_topology(services.storage), providers=providers,
                    **_webhook_figures(services))
 
@@ -67,8 +67,11 @@ def _storage_topology(storage: Any) -> dict[str, object]:
     return {"storageTopology": described} if described else {}
 
 
-def _providers(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:
+def provider_states(services: Any, checks: dict[str, str]) -> list[dict[str, object]]:
     """Each provider in failover order, with its circuit and, when checked, its balance.
+
+    Fills `checks` with the balance checks, each read through the deployment-wide balance
+    cache (at most one provider call per 30 s).
 
     With several providers, the ``providers`` check is KO only when every circuit is
     open (nothing can be sent); one open circuit shows in the list.

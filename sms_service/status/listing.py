@@ -28,6 +28,7 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 # The receiver hash's key is made once per deployment and kept in STORAGE_URI under this name.
 RECEIVER_KEY_NAME = "receiver-hash-key"
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,23 @@ def before_cursor(at_ms: float, key: str, cursor: tuple[int, str] | None) -> boo
 
 
 def stats_of(records: list[Record]) -> dict[str, Any]:
-    """Counts by status, provider, country and error code; segments and spend per country.
+    """Counts by status, provider, country, error code and hour; segments and spend per country.
+
+    `byHour` keys are the start of each hour (Unix ms, as a string) of the sends' times.
 
     Spend is summed per currency, as exact decimal strings.
     """
     by: dict[str, dict[str, int]] = {"status": {}, "provider": {}, "country": {}, "errorCode": {}}
     segments: dict[str, int] = {}
     spend: dict[str, dict[str, Decimal]] = {}
+    by_hour: dict[str, int] = {}
     total = 0
     for record in records:
         if record.get("orphan"):
             continue
         total += 1
+        hour = str(sent_ms(record) // HOUR_MS * HOUR_MS)
+        by_hour[hour] = by_hour.get(hour, 0) + 1
         country = record.get("country") or "unknown"
         for field, value in (("status", record.get("status")), ("provider", record.get("provider")),
                              ("country", country), ("errorCode", record.get("errorCode"))):
@@ -136,6 +142,7 @@ def stats_of(records: list[Record]) -> dict[str, Any]:
         "total": total,
         "byStatus": by["status"], "byProvider": by["provider"], "byCountry": by["country"],
         "byErrorCode": by["errorCode"], "segmentsByCountry": segments,
+        "byHour": by_hour,
         "spendByCountry": {country: {unit: str(amount) for unit, amount in units.items()}
                            for country, units in spend.items()},
     }
