@@ -120,9 +120,12 @@ class Failover:
         self._next = {route.name: routes[i + 1].name if i + 1 < len(routes) else "none"
                       for i, route in enumerate(routes)}
 
-    def send(self, message: Message) -> tuple[Route, Receipt, float]:
+    def send(self, message: Message,
+             first_circuit: tuple[str, int] | None = None) -> tuple[Route, Receipt, float]:
         """Send `message` through the first route that takes it.
 
+        `first_circuit` is the first route's `circuit_admit` answer when the guards'
+        storage operation asked it already (None: the circuit is asked here).
         Returns the route that sent, its receipt and the seconds of its send call.
         Raises the failure that ended the attempt: one that never moves on at once, or,
         when every provider was unusable, the last one's own failure
@@ -132,7 +135,10 @@ class Failover:
         for route in self.routes:
             admission: Admission | None = None
             if route.circuit is not None:
-                admission = route.circuit.admit()
+                if first_circuit is not None and route is self.routes[0]:
+                    admission = route.circuit.admission(*first_circuit)
+                else:
+                    admission = route.circuit.admit()
                 if admission is None:
                     self._moved(route, "circuit_open")
                     continue

@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 from sms_service.status import events, model
-from sms_service.storage.base import OutboxEvent, Storage
+from sms_service.storage.base import BudgetAsk, CircuitAsk, GuardsAnswer, OutboxEvent, Storage
 
 
 def _now_ms() -> float:
@@ -27,7 +27,8 @@ class MemoryStorage(Storage):
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: guards_admit holds it across the single operations it is made of.
+        self._lock = threading.RLock()
         self._windows: dict[str, deque[float]] = {}
         self._streaks: dict[str, tuple[int, float, float]] = {}
         self._records: dict[str, tuple[float, str]] = {}
@@ -316,6 +317,15 @@ class MemoryStorage(Storage):
             entries.remove((at, cost))
             self._budgets[key] = (entries, max(0, total - cost))
             return True
+
+    # -- the guards of one send in one operation (SPEC section 22) ----------------------
+
+    def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
+                     budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
+        # The composed sequence under the one lock: atomic, so a concurrent send to the
+        # receiver can no longer win the delay between its peek and its turn.
+        with self._lock:
+            return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
 
 
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:
