@@ -138,6 +138,24 @@ class SegmentBudgets:
         `MessageOverBudget` when they exceed the whole budget, or `StorageUnavailable`.
         A refusal counts nothing.
         """
+        found = self.budget_for(country, segments)
+        if found is None:
+            return None
+        country, budget = found
+        if consume:
+            wait_ms, used, at = self.storage.guarded(
+                lambda: self.storage.budget_spend(country, segments, budget.limit, budget.window_ms))
+        else:
+            wait_ms, used = self.storage.guarded(
+                lambda: self.storage.budget_peek(country, segments, budget.limit, budget.window_ms))
+            at = None
+        return self.settle(country, segments, budget, wait_ms, used, at)
+
+    def budget_for(self, country: str | None, segments: int) -> tuple[str, Budget] | None:
+        """The country's name as its budget counts it and that budget, or None when it has none.
+
+        Raises `MessageOverBudget` when `segments` exceed the whole budget.
+        """
         country = country or UNKNOWN_COUNTRY
         budget = self.table.for_country(country)
         if budget is None:
@@ -148,12 +166,15 @@ class SegmentBudgets:
                 f"receiver: a message of {segments} segments is more than the whole budget for "
                 f"{country} ({budget.describe()}); it can never be sent there"
             )
-        if consume:
-            wait_ms, used, at = self.storage.guarded(
-                lambda: self.storage.budget_spend(country, segments, budget.limit, budget.window_ms))
-        else:
-            wait_ms, used = self.storage.guarded(
-                lambda: self.storage.budget_peek(country, segments, budget.limit, budget.window_ms))
+        return country, budget
+
+    def settle(self, country: str, segments: int, budget: Budget, wait_ms: int, used: int,
+               at: float | None) -> Spend | None:
+        """Act on the storage's answer for a spend of `segments` made at `at` (None: a
+        peek): the gauge, the refusal, the warning. Returns the `Spend` (None for a peek).
+
+        Raises `SegmentBudgetExceeded` when `wait_ms` says it did not fit.
+        """
         self._show_use(country, used / budget.limit)
         if wait_ms > 0:
             raise SegmentBudgetExceeded(
@@ -161,7 +182,7 @@ class SegmentBudgets:
                 f"this message of {segments} segment{'s' if segments != 1 else ''}",
                 retry_after=max(1, math.ceil(wait_ms / 1000)),
             )
-        if not consume:
+        if at is None:
             return None
         if used >= WARN_AT * budget.limit:
             self._warn_once(country, used, budget)

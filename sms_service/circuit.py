@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sms_service import metrics
 from sms_service.storage import Storage
+from sms_service.storage.base import CircuitAsk
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ class Circuit:
         One storage operation. Raises `StorageUnavailable` (the send fails closed).
         """
         state, value = self.storage.guarded(lambda: self.storage.circuit_admit(self._key, self.lease_ms))
+        return self.admission(state, value)
+
+    def ask(self) -> CircuitAsk:
+        """What `Storage.guards_admit` needs to run this circuit's `circuit_admit` with the guards."""
+        return CircuitAsk(self._key, self.lease_ms)
+
+    def admission(self, state: str, value: int) -> Admission | None:
+        """Act on `circuit_admit`'s answer `(state, value)`, as `admit` does with its own."""
         if state == "open":
             metrics.set_circuit_state(self.name, "open")
             return None

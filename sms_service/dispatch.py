@@ -53,7 +53,8 @@ class Dispatcher:
         segments = count_segments(body)
         # Guards once per request, whatever the number of providers tried; then the
         # providers in failover order, each with its own balance check and circuit.
-        spend = self.guards.admit(receiver, segments.count)
+        spend, first_circuit = self.guards.admit_send(receiver, segments.count,
+                                                      self.failover.routes[0].circuit)
         message = Message(sender=sender, receiver=receiver, body=body,
                           num_segments=segments.count, encoding=segments.encoding,
                           status_callback=self.failover.routes[0].callback_url)
@@ -64,7 +65,7 @@ class Dispatcher:
             if ids:
                 message = dataclasses.replace(message, template_ids=dict(ids))
         try:
-            route, receipt, elapsed = self.failover.send(message, provider_ids)
+            route, receipt, elapsed = self.failover.send(message, provider_ids, first_circuit)
         except BaseException as exc:
             if spend is not None and proves_nothing_sent(exc):
                 # No SMS went: an outage must not drain the country's budget. (The delay

@@ -129,11 +129,14 @@ class Failover:
                       for i, route in enumerate(routes)}
 
     def send(self, message: Message,
-             template_ids: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Route, Receipt, float]:
+             template_ids: Mapping[str, Mapping[str, str]] | None = None,
+             first_circuit: tuple[str, int] | None = None) -> tuple[Route, Receipt, float]:
         """Send `message` through the first route that takes it.
 
         `template_ids` maps a provider's name to its ids for the message's template: each
-        provider gets its own in `Message.template_ids`, and no other's.
+        provider gets its own in `Message.template_ids`, and no other's. `first_circuit` is
+        the first route's `circuit_admit` answer when the guards' storage operation asked
+        it already (None: the circuit is asked here).
 
         Returns the route that sent, its receipt and the seconds of its send call.
         Raises the failure that ended the attempt: one that never moves on at once, or,
@@ -144,7 +147,10 @@ class Failover:
         for route in self.routes:
             admission: Admission | None = None
             if route.circuit is not None:
-                admission = route.circuit.admit()
+                if first_circuit is not None and route is self.routes[0]:
+                    admission = route.circuit.admission(*first_circuit)
+                else:
+                    admission = route.circuit.admit()
                 if admission is None:
                     self._moved(route, "circuit_open")
                     continue

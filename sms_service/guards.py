@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 from sms_service import metrics, phone
 from sms_service.budgets import SegmentBudgets, Spend
@@ -18,12 +19,17 @@ from sms_service.config import Settings
 from sms_service.durations import format_duration
 from sms_service.exceptions import (
     DestinationRefused,
+    MessageOverBudget,
     RateLimitExceeded,
     ReceiverSuppressed,
     ReceiverTooSoon,
     StorageUnavailable,
 )
 from sms_service.storage import Storage
+from sms_service.storage.base import BudgetAsk
+
+if TYPE_CHECKING:
+    from sms_service.circuit import Circuit
 from sms_service.suppression.service import SuppressionList
 
 RATE_LIMIT_KEY = "send"
@@ -73,6 +79,38 @@ class Guards:
             raise
         return spend
 
+    def admit_send(self, receiver: str, segments: int,
+                   circuit: Circuit | None = None) -> tuple[Spend | None, tuple[str, int] | None]:
+        """`admit` for a send, with the storage's part in one operation (`Storage.guards_admit`),
+        which also asks the first route's `circuit` when there is one.
+
+        The same rules, order and refusals as `admit`; returns the budget's `Spend` (or
+        None) and the circuit's `circuit_admit` answer for `Failover.send` (None when not
+        asked). Raises the first refusal's `GuardRejection`, or `StorageUnavailable`.
+        """
+        self.check_destination(receiver)
+        found = None
+        if self.budgets is not None:
+            try:
+                found = self.budgets.budget_for(phone.region_of(receiver), segments)
+            except MessageOverBudget:
+                # The opt-out answers first: the composed path keeps that order.
+                return self.admit(receiver, segments), None
+        canonical = phone.canonical(receiver)
+        ask = BudgetAsk(found[0], segments, found[1].limit, found[1].window_ms) if found else None
+        answer = self.storage.guarded(lambda: self.storage.guards_admit(
+            canonical, _delay_key(canonical), self._reset_after_ms, ask, circuit.ask() if circuit else None))
+        if answer.refused == "suppressed":
+            _refuse_suppressed(counted=True)
+        if answer.refused == "delay":
+            _refuse_too_soon(answer.wait_ms)
+        spend = None
+        if found is not None and answer.budget_used is not None:
+            country, budget = found
+            spend = self.budgets.settle(country, segments, budget, answer.wait_ms, answer.budget_used,
+                                        answer.budget_at if answer.refused is None else None)
+        return spend, answer.circuit
+
     def check_rate_limit(self) -> None:
         """Count one /send request against the deployment-wide limit.
 
@@ -119,9 +157,7 @@ class Guards:
         `ReceiverSuppressed`, or `StorageUnavailable` (fail closed).
         """
         if self.suppression.is_suppressed(receiver):
-            if consume:
-                metrics.SUPPRESSED_SENDS.inc()
-            raise ReceiverSuppressed("receiver: this number has opted out")
+            _refuse_suppressed(counted=consume)
 
     def check_delay(self, receiver: str, *, consume: bool = True) -> None:
         """Apply the exponential delay of one receiver, recording the message when it may go
@@ -129,11 +165,26 @@ class Guards:
 
         Raises `ReceiverTooSoon` with the seconds left, or `StorageUnavailable`.
         """
-        key = hashlib.sha256(f"sms-service:{phone.canonical(receiver)}".encode()).hexdigest()
+        key = _delay_key(phone.canonical(receiver))
         operation = self.storage.delay_acquire if consume else self.storage.delay_peek
         wait_ms = self.storage.guarded(lambda: operation(key, self._reset_after_ms))
         if wait_ms > 0:
-            raise ReceiverTooSoon(
-                "receiver: too many messages to this number, wait before sending again",
-                retry_after=max(1, math.ceil(wait_ms / 1000)),
-            )
+            _refuse_too_soon(wait_ms)
+
+
+def _delay_key(canonical: str) -> str:
+    # Hashed: the storage never holds a receiver's number for the delay.
+    return hashlib.sha256(f"sms-service:{canonical}".encode()).hexdigest()
+
+
+def _refuse_suppressed(*, counted: bool) -> None:
+    if counted:  # only a refused send is counted, never an estimate
+        metrics.SUPPRESSED_SENDS.inc()
+    raise ReceiverSuppressed("receiver: this number has opted out")
+
+
+def _refuse_too_soon(wait_ms: int) -> None:
+    raise ReceiverTooSoon(
+        "receiver: too many messages to this number, wait before sending again",
+        retry_after=max(1, math.ceil(wait_ms / 1000)),
+    )

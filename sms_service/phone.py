@@ -80,8 +80,13 @@ def is_possible(number: str) -> bool:
     return parsed is not None and phonenumbers.is_possible_number(parsed)
 
 
+@functools.lru_cache(maxsize=4096)
 def region_of(number: str) -> str | None:
     """ISO 3166 alpha-2 region of a number (``US``), None when unknown.
+
+    Cached as `parse` is: a send with budgets or ALLOWED_COUNTRIES asks it in the guards
+    and again for the message record, and each look-up walks the regions of the calling
+    code (+1: some twenty-five) matching the number against each.
 
     A number whose exact region is unknown (an unassigned range such as +1 555) gets the
     main region of its calling code, so ALLOWED_COUNTRIES still decides about it.

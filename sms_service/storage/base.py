@@ -9,14 +9,17 @@ cannot be reached raises `StorageUnavailable`, and callers refuse to send (fail 
 from __future__ import annotations
 
 import abc
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 
 from sms_service.exceptions import StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sms-service"
 T = TypeVar("T")
@@ -423,3 +426,86 @@ class Storage(abc.ABC):
 
         Only when no template `name` exists; tells whether it was restored.
         """
+
+    # -- the guards of one send in one operation (SPEC section 22) ----------------------
+
+    def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
+                     budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
+        """Run the storage side of a send's guards, in the order of SPEC section 6: the
+        opt-out of `number` (canonical E.164), the exponential delay of `delay_key`, the
+        segment `budget` when one counts this send, then the first route's `circuit`.
+
+        Answers exactly what this sequence of single operations answers, and this
+        default implementation is that sequence (a backend whose keys cannot meet in
+        one atomic step, such as a Redis Cluster, keeps it):
+        ``suppression_get``; without a budget ``delay_acquire``; with one
+        ``delay_peek``, ``budget_spend``, ``delay_acquire`` (a budget refusal takes no
+        delay turn, a delay refusal spends no budget: a spend is taken back when the
+        delay then refuses); then, when everything admitted, ``circuit_admit``. A
+        storage failure after a spend takes the spend back before it raises.
+        """
+        if self.suppression_get(number) is not None:
+            return GuardsAnswer("suppressed")
+        if budget is None:
+            wait = self.delay_acquire(delay_key, reset_after_ms)
+            if wait:
+                return GuardsAnswer("delay", wait)
+            return GuardsAnswer(None, circuit=self.circuit_admit(*circuit) if circuit else None)
+        wait = self.delay_peek(delay_key, reset_after_ms)
+        if wait:
+            return GuardsAnswer("delay", wait)
+        budget_wait, used, at = self.budget_spend(*budget)
+        if budget_wait:
+            return GuardsAnswer("budget", budget_wait, used)
+        try:
+            wait = self.delay_acquire(delay_key, reset_after_ms)
+            if wait:
+                self._refund_quietly(budget, at)
+                return GuardsAnswer("delay", wait, used)
+            return GuardsAnswer(None, 0, used, at, self.circuit_admit(*circuit) if circuit else None)
+        except BaseException:
+            self._refund_quietly(budget, at)
+            raise
+
+    def _refund_quietly(self, budget: BudgetAsk, at: float) -> None:
+        # A refund that fails leaves the units counted: strict, never loose.
+        try:
+            self.budget_refund(budget.key, budget.cost, budget.window_ms, at)
+        except Exception as exc:
+            log.error("could not take back the segments of a send that sent nothing",
+                      extra={"country": budget.key, "segments": budget.cost,
+                             "error_class": type(exc).__name__})
+
+
+class BudgetAsk(NamedTuple):
+    """The budget a send spends from: `budget_spend`'s arguments."""
+
+    key: str
+    cost: int
+    limit: int
+    window_ms: int
+
+
+class CircuitAsk(NamedTuple):
+    """The circuit of the route a send tries first: `circuit_admit`'s arguments."""
+
+    key: str
+    lease_ms: int
+
+
+@dataclass(frozen=True)
+class GuardsAnswer:
+    """What `Storage.guards_admit` found.
+
+    `refused` names the guard that refused (``"suppressed"``, ``"delay"``, ``"budget"``)
+    or is None when all admitted; `wait_ms` is the refusing delay's or budget's wait.
+    `budget_used` is the budget's units after its operation (None when none ran),
+    `budget_at` the admitted spend's time (0 when nothing stays spent); `circuit` is
+    `circuit_admit`'s answer (None when not asked or refused before it).
+    """
+
+    refused: str | None
+    wait_ms: int = 0
+    budget_used: int | None = None
+    budget_at: float = 0.0
+    circuit: tuple[str, int] | None = None

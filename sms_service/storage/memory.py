@@ -12,7 +12,7 @@ from typing import Any
 
 from sms_service.status import events, listing, model
 from sms_service.storage import base
-from sms_service.storage.base import OutboxEvent, Storage
+from sms_service.storage.base import BudgetAsk, CircuitAsk, GuardsAnswer, OutboxEvent, Storage
 
 
 def _now_ms() -> float:
@@ -28,7 +28,8 @@ class MemoryStorage(Storage):
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: guards_admit holds it across the single operations it is made of.
+        self._lock = threading.RLock()
         self._windows: dict[str, deque[float]] = {}
         self._streaks: dict[str, tuple[int, float, float]] = {}
         self._records: dict[str, tuple[float, str]] = {}
@@ -464,6 +465,15 @@ class MemoryStorage(Storage):
                    if expires > now and model.is_due(record, now_ms)]
             due.sort(key=lambda row: (row[0], row[1]))
             return [(key, copy.deepcopy(record)) for _, key, record in due[:limit]]
+
+    # -- the guards of one send in one operation (SPEC section 22) ----------------------
+
+    def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
+                     budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
+        # The composed sequence under the one lock: atomic, so a concurrent send to the
+        # receiver can no longer win the delay between its peek and its turn.
+        with self._lock:
+            return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
 
 
 def _circuit_state(failures: int, retry_at: float, lease_until: float, now: float) -> tuple[str, int, int]:

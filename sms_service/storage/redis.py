@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -23,7 +24,7 @@ from sms_service.status import events, listing, model
 from sms_service.storage import base
 from sms_service.storage import redis_clients as clients
 from sms_service.storage import redis_keys as keys
-from sms_service.storage.base import OutboxEvent, Storage, T
+from sms_service.storage.base import BudgetAsk, CircuitAsk, GuardsAnswer, OutboxEvent, Storage, T
 from sms_service.storage.redis_upgrade import upgrade_key_scheme
 
 log = logging.getLogger(__name__)
@@ -1258,6 +1259,36 @@ class RedisStorage(Storage):
             keys=names, args=args, client=pipe))
         return bool(restored)
 
+    # -- the guards of one send in one operation (SPEC section 22) ----------------------
+
+    def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
+                     budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
+        if not self._guards_in_one_script():
+            return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
+        args = [number, reset_after_ms, *(("1", *budget[1:]) if budget else ("0", 0, 0, 0)),
+                *(("1", circuit.lease_ms) if circuit else ("0", 0))]
+        answer = self._guards_script(keys=_guards_keys(delay_key, budget, circuit), args=args)
+        verdict = answer[0].decode()
+        if verdict == "suppressed":
+            return GuardsAnswer("suppressed")
+        if verdict == "delay":
+            return GuardsAnswer("delay", int(answer[1]))
+        if verdict == "budget":
+            return GuardsAnswer("budget", int(answer[1]), int(answer[2]))
+        used = None if answer[1] is None else int(answer[1])
+        at = 0.0 if answer[2] is None else float(answer[2])
+        state = (answer[3].decode(), int(answer[4])) if len(answer) > 3 else None
+        return GuardsAnswer(None, 0, used, at, state)
+
+    def _guards_in_one_script(self) -> bool:
+        # Every key of one send in one script: one node only. (A Redis Cluster spreads
+        # them over slots and keeps the composed default.)
+        return self.topology.kind != "cluster"
+
+    @cached_property
+    def _guards_script(self):
+        return self.client.register_script(_GUARDS_SCRIPT)
+
 
 def _template_value(stored: bytes) -> tuple[int, str]:
     created, _, content = stored.decode().partition(" ")
@@ -1354,3 +1385,106 @@ def _decoded(value: bytes) -> dict[str, Any]:
 def _suppression(value: bytes) -> tuple[str, int]:
     source, _, since = value.decode().partition(" ")
     return source, int(since)
+
+
+def _guards_keys(delay_key: str, budget: BudgetAsk | None, circuit: CircuitAsk | None) -> list[str]:
+    """Every key `_GUARDS_SCRIPT` touches, in its order: the one place that names them."""
+    names = [keys.SUPPRESSIONS, keys.delay(delay_key)]
+    if budget is not None:
+        names += keys.budget(budget.key)
+    if circuit is not None:
+        names.append(keys.circuit(circuit.key))
+    return names
+
+
+# The storage side of a send's guards in one round trip, atomic: what guards_admit's
+# composed default answers (suppression, delay, budget spend, circuit admit), each
+# step's Lua as in its own script above. Atomic, so the delay is read once and taken
+# after the budget admitted: no spend to take back. KEYS: suppressions, delay, [budget
+# entries, budget total], [circuit]. ARGV: number, reset, budget?, cost, limit, window,
+# circuit?, lease. Answers {'suppressed'}, {'delay', wait}, {'budget', wait, used} or
+# {'ok', used|nil, at|nil[, state, value]}.
+_GUARDS_SCRIPT = _NOW + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return {'suppressed'}
+end
+local reset = tonumber(ARGV[2])
+local streak = redis.call('HMGET', KEYS[2], 'k', 'last')
+local k = tonumber(streak[1])
+local last = tonumber(streak[2])
+if k and last and now - last < reset then
+  local wait = 1000 * 2 ^ (k - 1)
+  if now - last < wait then
+    return {'delay', math.ceil(last + wait - now)}
+  end
+  k = k + 1
+else
+  k = 1
+end
+local n = 3
+local used, at = false, false
+if ARGV[3] == '1' then
+  local cost, limit, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local entries, totals = KEYS[3], KEYS[4]
+  n = 5
+  local total = tonumber(redis.call('GET', totals) or '0')
+  local pruned = false
+  while true do
+    local oldest = redis.call('LINDEX', entries, -1)
+    if not oldest then
+      total = 0
+      break
+    end
+    local sep = string.find(oldest, ':', 1, true)
+    if now - tonumber(string.sub(oldest, 1, sep - 1)) < window then
+      break
+    end
+    redis.call('RPOP', entries)
+    total = total - tonumber(string.sub(oldest, sep + 1))
+    pruned = true
+  end
+  if total + cost > limit then
+    if pruned then
+      if total > 0 then
+        redis.call('SET', totals, total, 'KEEPTTL')
+      else
+        redis.call('DEL', entries, totals)
+      end
+    end
+    local need = total + cost - limit
+    local freed = 0
+    local oldest = redis.call('LRANGE', entries, -need, -1)
+    for i = #oldest, 1, -1 do
+      local sep = string.find(oldest[i], ':', 1, true)
+      freed = freed + tonumber(string.sub(oldest[i], sep + 1))
+      if freed >= need then
+        return {'budget', math.max(1, tonumber(string.sub(oldest[i], 1, sep - 1)) + window - now), total}
+      end
+    end
+    return {'budget', math.max(1, window), total}
+  end
+  total = total + cost
+  redis.call('LPUSH', entries, now .. ':' .. cost)
+  redis.call('PEXPIRE', entries, window)
+  redis.call('SET', totals, total, 'PX', window)
+  used, at = total, now
+end
+redis.call('HSET', KEYS[2], 'k', k, 'last', now)
+redis.call('PEXPIRE', KEYS[2], math.ceil(reset))
+if ARGV[7] ~= '1' then
+  return {'ok', used, at}
+end
+local state = redis.call('HMGET', KEYS[n], 'f', 'r', 'l')
+local failures = tonumber(state[1]) or 0
+local retry_at = tonumber(state[2]) or 0
+local lease_until = tonumber(state[3]) or 0
+if retry_at == 0 then
+  return {'ok', used, at, 'closed', failures}
+end
+local wait = math.max(retry_at, lease_until) - now
+if wait > 0 then
+  return {'ok', used, at, 'open', math.max(1, math.ceil(wait))}
+end
+redis.call('HSET', KEYS[n], 'l', now + tonumber(ARGV[8]))
+return {'ok', used, at, 'trial', 0}
+"""

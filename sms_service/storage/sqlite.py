@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sms_service.status import events, listing, model
 from sms_service.storage import base
-from sms_service.storage.base import OutboxEvent, Storage
+from sms_service.storage.base import BudgetAsk, CircuitAsk, GuardsAnswer, OutboxEvent, Storage
 
 log = logging.getLogger(__name__)
 
@@ -878,6 +878,67 @@ class SqliteStorage(Storage):
         return [(key, record) for key, value in rows
                 if model.is_due(record := json.loads(value), now_ms)]
 
+    # -- the guards of one send in one operation (SPEC section 22) ----------------------
+    #
+    # Not one BEGIN IMMEDIATE transaction of five statements: each statement hands the
+    # GIL over (see the operations above). The guards fold into the statements that
+    # write: the delay's upsert (and, with a budget, the budget's insert before it) runs
+    # only while the number is not suppressed (and the delay would admit), and returns
+    # the circuit's row. Each write stays one atomic statement, so the answers are the
+    # composed ones; a refusal (rare) then reads which guard refused.
+
+    def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
+                     budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
+        used, at = None, 0.0
+        if budget is not None:
+            params = {**_budget_params(*budget), "number": number, "delay_key": delay_key,
+                      "reset": reset_after_ms}
+            admitted, _, at = self._execute(_GUARDED_BUDGET_SPEND, params)
+            if not admitted:
+                return self._guards_refused(number, delay_key, reset_after_ms, budget, circuit)
+            used = int(admitted[0][0])
+        token = os.urandom(8).hex()
+        try:
+            rows, _, now = self._execute(_GUARDED_DELAY, {
+                "key": delay_key, "reset": reset_after_ms, "token": token, "number": number,
+                "circuit": circuit.key if circuit else ""})
+            if not rows:
+                # Suppressed (without a budget: that is the first guard this statement met).
+                if budget is not None:
+                    self._refund_quietly(budget, at)
+                    return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
+                return GuardsAnswer("suppressed")
+            got_token, k, last, failures, retry_at, _ = rows[0]
+            if got_token != token:
+                # Another send to this receiver took the turn since the budget's statement.
+                if budget is not None:
+                    self._refund_quietly(budget, at)
+                return GuardsAnswer("delay", max(1, math.ceil(last + 1000 * 2 ** (k - 1) - now)), used)
+            state = None
+            if circuit is not None:
+                # Closed (nearly always): the row read above. Open: the claim's transaction.
+                state = ("closed", int(failures or 0)) if not retry_at else self.circuit_admit(*circuit)
+        except BaseException:
+            if budget is not None:
+                self._refund_quietly(budget, at)
+            raise
+        return GuardsAnswer(None, 0, used, at if budget is not None else 0.0, state)
+
+    def _guards_refused(self, number: str, delay_key: str, reset_after_ms: int,
+                        budget: BudgetAsk, circuit: CircuitAsk | None) -> GuardsAnswer:
+        # The guarded spend counted nothing: name the first guard that refuses now. Should
+        # none refuse any more (the state moved on meanwhile), the composed sequence runs.
+        rows, _, now = self._execute(_GUARDS_READ, {"number": number, "key": delay_key})
+        suppressed, k, last = rows[0]
+        if suppressed:
+            return GuardsAnswer("suppressed")
+        if k is not None and now - last < reset_after_ms and now - last < 1000 * 2 ** (k - 1):
+            return GuardsAnswer("delay", max(1, math.ceil(last + 1000 * 2 ** (k - 1) - now)))
+        wait, used = self.budget_peek(*budget)
+        if wait:
+            return GuardsAnswer("budget", wait, used)
+        return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
+
 
 # A refund leaves the buckets that have left the window alone (they count nothing).
 _BUDGET_REFUND = f"""
@@ -967,3 +1028,21 @@ WHERE i.check_at <= :due AND m.expires > :now ORDER BY i.check_at, i.key LIMIT :
 _SECRET_ADD = "INSERT INTO secrets (name, value) VALUES (:name, :value) ON CONFLICT (name) DO NOTHING"  # noqa: S105
 _SECRET_GET = "SELECT value FROM secrets WHERE name = :name"  # noqa: S105  (SQL, not a secret)
 
+
+# The guards of one send (SqliteStorage.guards_admit): the budget's spend only while the
+# number is not suppressed and its delay would admit; then the delay's turn only while
+# the number is not suppressed, returning the circuit's row as it is.
+_NOT_SUPPRESSED = "NOT EXISTS (SELECT 1 FROM suppressions WHERE number = :number)"
+_DELAY_ADMITS = f"NOT EXISTS (SELECT 1 FROM streaks WHERE key = :delay_key AND NOT {_ADMIT})"  # noqa: S608
+_GUARDED_BUDGET_SPEND = _BUDGET_SPEND.replace(
+    "+ :cost <= :limit", f"+ :cost <= :limit AND {_NOT_SUPPRESSED} AND {_DELAY_ADMITS}", 1)
+_GUARDED_DELAY = f"""
+INSERT INTO streaks (key, k, last, expires, token)
+SELECT :key, 1, :now, :now + :reset, :token WHERE {_NOT_SUPPRESSED}
+ON CONFLICT {_DELAY.partition("ON CONFLICT")[2].rpartition("RETURNING")[0]}
+RETURNING token, k, last, (SELECT failures FROM circuits WHERE key = :circuit),
+  (SELECT retry_at FROM circuits WHERE key = :circuit),
+  (SELECT lease_until FROM circuits WHERE key = :circuit)
+"""  # noqa: S608  (no input is formatted in: constants of this module)
+_GUARDS_READ = ("SELECT EXISTS (SELECT 1 FROM suppressions WHERE number = :number),"
+                " (SELECT k FROM streaks WHERE key = :key), (SELECT last FROM streaks WHERE key = :key)")
