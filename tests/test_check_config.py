@@ -83,7 +83,9 @@ def test_ok_says_where_the_state_lives_in_the_sqlite_file(check, tmp_path):
 def test_ok_says_which_redis_holds_the_state(check, redis_uri):
     status, out, _ = check({**CONSOLE, "STORAGE_URI": redis_uri, "WEB_CONCURRENCY": "2"})
     assert status == 0
-    assert out == f"configuration OK: provider console, 2 workers, state in the Redis at {redis_uri}\n"
+    host = redis_uri.removeprefix("redis://").removesuffix("/0")
+    assert out == (f"configuration OK: provider console, 2 workers, state in the Redis at {redis_uri}\n"
+                   f"storage: redis redis://{host}; primary {host}\n")
 
 
 def test_ok_on_memory_says_it_is_lost_at_restart(check):

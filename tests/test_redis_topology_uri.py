@@ -104,9 +104,16 @@ def test_check_config_says_when_the_primary_cannot_be_reached(monkeypatch, capsy
     from sms_service import cli
 
     monkeypatch.setenv("SERVICE_PROVIDER", "console")
-    monkeypatch.setenv("STORAGE_URI", f"redis+sentinel://127.0.0.1:{free_port()}/mymaster")
-    assert cli.main(["check-config"]) == 0
-    assert "; primary not reachable now (shared storage is unavailable" in capsys.readouterr().out
+    port = free_port()
+    monkeypatch.setenv("STORAGE_URI", f"redis+sentinel://127.0.0.1:{port}/mymaster")
+    # check-config checks what start-up checks (SPEC section 21): a storage that cannot be
+    # reached is an error, in one line that names STORAGE_URI.
+    assert cli.main(["check-config"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("configuration error")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"configuration error: STORAGE_URI redis+sentinel://127.0.0.1:{port}/mymaster "
+                                "cannot be reached or written (MasterNotFoundError: No master found for 'mymaster')")
+    assert "<redis" not in errors[0]
 
 
 def test_the_tls_forms_connect_over_tls_to_sentinels_and_data_nodes():
