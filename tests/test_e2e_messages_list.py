@@ -7,7 +7,6 @@ number finds its messages whichever worker stored them and whichever answers.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -58,7 +57,7 @@ def test_the_receiver_filter_and_the_scope_hold_across_workers(backend, request)
 
 def _stored_bytes(backend: str, service: Service, request) -> bytes:
     if backend == "sqlite":
-        return b"".join(path.read_bytes() for path in Path(service.env["STATE_DIR"]).rglob("*") if path.is_file())
+        return b"".join(path.read_bytes() for path in service.state_dir.rglob("*") if path.is_file())
     client = redis.Redis.from_url(request.getfixturevalue("redis_uri"))
     found = []
     for key in client.scan_iter(count=1000):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -40,7 +39,7 @@ def storage_dump(service: Service) -> str:
     """Every value the service's storage holds, as text."""
     uri = service.env.get("STORAGE_URI")
     if uri is None:
-        path = Path(service.env["STATE_DIR"]) / "sms-service.db"
+        path = service.state_dir / "sms-service.db"
         with sqlite3.connect(path) as conn:
             return "\n".join(conn.iterdump())
     client = redis.Redis.from_url(uri)
