@@ -215,7 +215,7 @@ def test_the_backlog_gauge_shows_the_bounded_outbox(hanging):
     metrics.show_webhook_outbox(999, 0)  # what an earlier reading said
     deliverer.start()
     try:
-        assert _wait(lambda: metrics.WEBHOOK_BACKLOG._value.get() <= 5, 5)
+        assert _wait(lambda: metrics.WEBHOOK_BACKLOG.get() <= 5, 5)
         assert storage.webhook_stats()[0] <= 5
     finally:
         deliverer.stop(timeout=0.5)
