@@ -13,7 +13,9 @@ import sqlite3
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
+# Not `import redis`: importing the submodule sms_service.storage.redis below rebinds that
+# name in this package's namespace, where `redis.RedisError` then names nothing.
+from redis.exceptions import RedisClusterException, RedisError
 
 from sms_service import config
 from sms_service.config import Settings
@@ -56,7 +58,7 @@ def connect_storage(settings: Settings) -> Storage:
     if settings.redis_topology is not None:  # read once, by the configuration
         try:
             return RedisStorage(settings.redis_topology)
-        except redis.RedisError as exc:  # unreachable is found by the probe; a refusal is here
+        except RedisError as exc:  # unreachable is found by the probe; a refusal is here
             raise ConfigError(f"STORAGE_URI: Redis refused the start-up key upgrade "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return _opened(settings.storage_uri, settings.storage_variable)
@@ -131,7 +133,7 @@ def _probe(storage: Storage, uri: str, variable: str) -> None:
     try:
         storage.record_reserve(key, "1", _PROBE_TTL_MS)
         storage.record_delete(key, "1")
-    except (OSError, sqlite3.Error, redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+    except (OSError, sqlite3.Error, RedisError, RedisClusterException) as exc:
         raise _unusable(uri, variable, exc) from None
 
 
