@@ -57,7 +57,7 @@ def _check_config(_: argparse.Namespace) -> int:
         return 1
     print(f"configuration OK: provider {','.join(settings.providers)}, {workers} "
           f"worker{'s' if workers != 1 else ''}, state {state}")
-    if settings.redis_topology is not None:
+    if settings.redis_topology is not None and settings.redis_topology.kind != "single":
         print(f"storage: {_redis_now(settings)}")
     return 0
 

@@ -96,7 +96,9 @@ def storage_uri(env: Mapping[str, str] | None = None) -> str:
     Raises `ConfigError` naming STORAGE_URI when it is malformed.
     """
     env = os.environ if env is None else env
-    return _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
+    uri = _storage_uri(env, "STORAGE_URI", f"sqlite:///{_state_dir(env)}/sms-service.db")
+    _redis_topology("STORAGE_URI", uri)  # a malformed Sentinel or Cluster URI is named here too
+    return uri
 
 
 def required_callback_secret(env: Mapping[str, str] | None = None) -> str:

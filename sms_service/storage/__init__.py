@@ -13,7 +13,8 @@ import sqlite3
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-# Not `import redis`: the submodule storage.redis, imported below, takes that name here.
+# Not `import redis`: importing the submodule sms_service.storage.redis below rebinds that
+# name in this package's namespace, where `redis.RedisError` then names nothing.
 from redis.exceptions import RedisClusterException, RedisError
 
 from sms_service import config
