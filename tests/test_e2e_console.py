@@ -155,6 +155,9 @@ def test_the_operator_reads_the_day_filters_opts_out_and_signs_out(service, fake
     page.wait_for_url(f"{service.url}/console/templates/{name}")
     assert page.inner_text("[role=status]") == "Stored version 1."
     assert page.locator("table.versions tr[data-version]").count() == 1
+    # The form starts from the latest version: sent back unchanged, it is the same content.
+    page.click("button:has-text('Store a new version')")
+    assert page.inner_text("[role=status]") == "Version 1 already has this content: no new version."
     page.fill("#personalisation", "code=482913\nminutes=10")
     page.click("button:has-text('Preview')")
     assert _figure(page, "[data-field=rendered]") == "Your code is 482913. It expires in 10 minutes."
