@@ -237,6 +237,11 @@ def _message(status: int, error: HTTPException, data: Mapping[str, Any]) -> str:
     return _MESSAGES.get(status) or HTTPStatus(status).phrase.lower()
 
 
+def validation_message(messages: Any) -> str:
+    """A marshmallow error's messages as the one line the API answers with."""
+    return _flatten(messages) or "invalid request"
+
+
 def _flatten(messages: Any, path: str = "") -> str:
     # webargs nests messages by location then field: {"json": {"receiver": ["..."]}}.
     if isinstance(messages, Mapping):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import time
@@ -11,6 +12,7 @@ import pytest
 from sms_service.app import create_app
 from sms_service.console import auth
 from sms_service.console.overview import sends_chart
+from sms_service.schemas import TEMPLATE_NAME_RULE
 from sms_service.status.listing import HOUR_MS
 
 ADMIN_KEY = "console-admin-key-0123456789"
@@ -94,7 +96,7 @@ def test_a_session_lapses_after_12_hours(monkeypatch):
 
 def test_pages_carry_a_strict_policy_and_no_inline_script_or_style():
     client = signed_in_client(console_app("memory://"))
-    for path in ("/console/", "/console/messages", "/console/opt-outs", "/console/sign-in"):
+    for path in ("/console/", "/console/messages", "/console/opt-outs", "/console/templates", "/console/sign-in"):
         answer = client.get(path)
         assert answer.status_code == 200, path
         policy = answer.headers["Content-Security-Policy"]
@@ -184,3 +186,141 @@ def test_a_storage_that_does_not_answer_is_a_503_page():
     assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
     api = app.test_client().get("/messages")
     assert api.status_code == 503 and api.json["statusCode"] == "503"
+
+
+# -- templates ----------------------------------------------------------------------------
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _error(html: str, anchor: str) -> str:
+    return re.search(rf'id="{anchor}">([^<]*)<', html).group(1)
+
+
+def test_templates_are_listed_with_their_latest_version():
+    app = console_app("memory://")
+    api = app.test_client()
+    assert api.put("/templates/otp", json={"body": "Code ((code))", "description": "login code"},
+                   headers=ADMIN).status_code == 201
+    assert api.put("/templates/otp", json={"body": "Your code: ((code))"}, headers=ADMIN).status_code == 201
+    assert api.put("/templates/bye", json={"body": "Bye"}, headers=ADMIN).status_code == 201
+    assert api.delete("/templates/bye", headers=ADMIN).status_code == 204
+    client = signed_in_client(app)
+    html = client.get("/console/").text
+    assert '<a href="/console/templates" >Templates</a>' in html  # in the navigation
+    page = client.get("/console/templates")
+    assert page.status_code == 200
+    rows = re.findall(r'<tr data-template="([^"]+)">(.*?)</tr>', page.text, re.S)
+    assert [name for name, _ in rows] == ["bye", "otp"]
+    bye, otp = (row for _, row in rows)
+    assert 'data-field="version">2<' in otp and "live" in otp and 'href="/console/templates/otp"' in otp
+    assert 'data-field="version">1<' in bye and "archived" in bye
+    detail = client.get("/console/templates/otp").text
+    assert re.findall(r'<tr data-version="(\d+)">', detail) == ["2", "1"]
+    assert "Your code: ((code))" in detail and "Code ((code))" in detail
+    assert client.get("/console/templates/nothing").status_code == 404
+
+
+def test_a_new_version_through_the_form_and_the_same_content_again_stores_none():
+    app = console_app("memory://")
+    client = signed_in_client(app)
+    csrf = token(client, "/console/templates")
+    answer = client.post("/console/templates", data={
+        "csrf_token": csrf, "name": "otp", "body": "Your code is ((code)).", "description": "",
+        "providerIds": ""}, follow_redirects=True)
+    assert answer.status_code == 200 and "Stored version 1." in answer.text
+    form = {"csrf_token": csrf, "body": "Your code is ((code)). It expires in 10 minutes.",
+            "description": "login code", "providerIds": '{"kaleyra": {"template_id": "1107161234567890123"}}'}
+    answer = client.post("/console/templates/otp/versions", data=form, follow_redirects=True)
+    assert answer.status_code == 200 and "Stored version 2." in answer.text
+    stored = app.test_client().get("/templates/otp", headers=ADMIN).json
+    assert stored["version"] == 2 and stored["description"] == "login code"
+    assert stored["providerIds"] == {"kaleyra": {"template_id": "1107161234567890123"}}
+    answer = client.post("/console/templates/otp/versions", data=form, follow_redirects=True)
+    assert "Version 2 already has this content: no new version." in answer.text
+    assert [v["version"] for v in app.test_client().get("/templates/otp", headers=ADMIN).json["versions"]] == [1, 2]
+
+
+@pytest.mark.parametrize(("fields", "json_body"), [
+    ({"body": "Your code is ((code"}, {"body": "Your code is ((code"}),
+    ({"body": "Hi", "providerIds": "[1]"}, {"body": "Hi", "providerIds": [1]}),
+    ({"body": "Hi", "providerIds": '{"kaleyra": {"template_id": ""}}'},
+     {"body": "Hi", "providerIds": {"kaleyra": {"template_id": ""}}}),
+])
+def test_a_bad_version_is_refused_in_the_page_in_the_words_of_put(fields, json_body):
+    app = console_app("memory://")
+    api = app.test_client()
+    assert api.put("/templates/otp", json={"body": "Code ((code))"}, headers=ADMIN).status_code == 201
+    expected = api.put("/templates/otp", json=json_body, headers=ADMIN)
+    assert expected.status_code == 400
+    client = signed_in_client(app)
+    csrf = token(client, "/console/templates/otp")
+    answer = client.post("/console/templates/otp/versions", data={"csrf_token": csrf, **fields})
+    assert answer.status_code == 400 and answer.mimetype == "text/html"
+    assert html.unescape(_error(answer.text, "put-error")) == expected.json["message"]
+    assert api.get("/templates/otp", headers=ADMIN).json["version"] == 1  # nothing stored
+    # The first version of a new name, refused the same way, on the list page.
+    answer = client.post("/console/templates", data={"csrf_token": csrf, "name": "new", **fields})
+    assert answer.status_code == 400
+    assert html.unescape(_error(answer.text, "put-error")) == expected.json["message"]
+    answer = client.post("/console/templates", data={"csrf_token": csrf, "name": "Not A Name", "body": "Hi"})
+    assert answer.status_code == 400
+    assert _error(answer.text, "put-error") == f"name: {TEMPLATE_NAME_RULE}"
+    answer = client.post("/console/templates/otp/versions",
+                         data={"csrf_token": csrf, "body": "Hi", "providerIds": "{not json"})
+    assert answer.status_code == 400 and _error(answer.text, "put-error") == "providerIds: not valid JSON"
+
+
+def test_a_preview_shows_the_rendered_text_and_its_segments_and_logs_neither(caplog):
+    app = console_app("memory://")
+    api = app.test_client()
+    assert api.put("/templates/otp", json={"body": "Your code is ((code)), ((name))."},
+                   headers=ADMIN).status_code == 201
+    client = signed_in_client(app)
+    csrf = token(client, "/console/templates/otp")
+    with caplog.at_level("DEBUG"):
+        answer = client.post("/console/templates/otp/preview",
+                             data={"csrf_token": csrf, "personalisation": "code=918273\nname = Zoe\n"})
+        assert answer.status_code == 200
+        assert re.search(r'data-field="rendered">Your code is 918273, Zoe.<', answer.text)
+        assert re.search(r'data-field="segments">1<', answer.text)
+        assert re.search(r'data-field="encoding">GSM-7<', answer.text)
+        answer = client.post("/console/templates/otp/preview", data={
+            "csrf_token": csrf, "personalisation": '{"code": "918273", "name": "你好 ' + "x" * 70 + '"}'})
+        assert re.search(r'data-field="segments">2<', answer.text)
+        assert re.search(r'data-field="encoding">UCS-2<', answer.text)
+    assert "918273" not in caplog.text and "Your code is" not in caplog.text
+    assert "918273" not in client.get("/console/templates/otp").text  # shown in the preview answer only
+    answer = client.post("/console/templates/otp/preview", data={"csrf_token": csrf, "personalisation": "code=1"})
+    assert answer.status_code == 400
+    assert "personalisation:" in _error(answer.text, "preview-error") and "name" in _error(answer.text,
+                                                                                            "preview-error")
+    answer = client.post("/console/templates/otp/preview", data={"csrf_token": csrf, "personalisation": "code"})
+    assert answer.status_code == 400
+    assert _error(answer.text, "preview-error") == "personalisation: line 1 is not key=value"
+
+
+def test_the_template_forms_need_their_csrf_token_and_the_pages_a_session():
+    app = console_app("memory://")
+    api = app.test_client()
+    assert api.put("/templates/otp", json={"body": "Code ((code))"}, headers=ADMIN).status_code == 201
+    client = signed_in_client(app)
+    token(client, "/console/templates")  # the session holds a token: the forged one is compared with it
+    for path, data in (("/console/templates", {"name": "new", "body": "Hi"}),
+                       ("/console/templates/otp/versions", {"body": "Other ((code))"}),
+                       ("/console/templates/otp/preview", {"personalisation": "code=1"})):
+        for refused in (data, {**data, "csrf_token": "forged"}):
+            answer = client.post(path, data=refused)
+            assert answer.status_code == 400, path
+            assert re.search(r"the form was refused: the csrf token is (missing|invalid)", answer.text.lower())
+            assert 'data-field="rendered"' not in answer.text
+    assert api.get("/templates/otp", headers=ADMIN).json["version"] == 1
+    assert api.get("/templates/new", headers=ADMIN).status_code == 404
+    stranger = app.test_client()
+    for path in ("/console/templates", "/console/templates/otp"):
+        answer = stranger.get(path)
+        assert answer.status_code == 302 and answer.headers["Location"] == "/console/sign-in"
+    csrf = token(stranger)  # a token, but no session
+    answer = stranger.post("/console/templates/otp/versions", data={"csrf_token": csrf, "body": "Other"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console/sign-in"
+    assert api.get("/templates/otp", headers=ADMIN).json["version"] == 1

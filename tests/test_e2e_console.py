@@ -17,7 +17,7 @@ SECRET = "e2e-callback-secret-0123456789"
 ADMIN_KEY = "e2e-console-admin-key-0123456789"
 WRONG_KEY = "e2e-not-the-admin-key-9876543210"
 PAGES = ("/console/", "/console/messages", "/console/messages/SM" + "0" * 32, "/console/opt-outs",
-         "/console/opt-outs/export.csv")
+         "/console/opt-outs/export.csv", "/console/templates", "/console/templates/otp")
 
 
 def console_service(fake_url: str, workers: int = 2) -> Service:
@@ -143,6 +143,36 @@ def test_the_operator_reads_the_day_filters_opts_out_and_signs_out(service, fake
     assert page.get_attribute("#lookup", "data-on-list") == "no"
     assert service.send(message(receiver=person)).status_code == 200
     assert fake_provider.count() == before + 1
+
+    # Templates: the first version through the form, a preview, the list; the API reads what the form stored.
+    name = f"e2e-otp-{int(time.time() * 1000) % 10**8}"
+    page.click("nav >> text=Templates")
+    page.wait_for_url(f"{service.url}/console/templates")
+    page.fill("#name", name)
+    page.fill("#body", "Your code is ((code)). It expires in ((minutes)) minutes.")
+    page.fill("#description", "login code")
+    page.click("button:has-text('Store version 1')")
+    page.wait_for_url(f"{service.url}/console/templates/{name}")
+    assert page.inner_text("[role=status]") == "Stored version 1."
+    assert page.locator("table.versions tr[data-version]").count() == 1
+    # The form starts from the latest version: sent back unchanged, it is the same content.
+    page.click("button:has-text('Store a new version')")
+    assert page.inner_text("[role=status]") == "Version 1 already has this content: no new version."
+    page.fill("#personalisation", "code=482913\nminutes=10")
+    page.click("button:has-text('Preview')")
+    assert _figure(page, "[data-field=rendered]") == "Your code is 482913. It expires in 10 minutes."
+    assert _figure(page, "[data-field=segments]") == "1" and _figure(page, "[data-field=encoding]") == "GSM-7"
+    page.fill("#personalisation", "code=482913")
+    page.click("button:has-text('Preview')")
+    assert "minutes" in page.inner_text("#preview-error") and page.locator("#preview").count() == 0
+    page.click("text=← Templates")
+    page.wait_for_url(f"{service.url}/console/templates")
+    row = page.locator(f"tr[data-template='{name}']")
+    assert row.locator("[data-field=version]").inner_text() == "1" and "login code" in row.inner_text()
+    stored = requests.get(f"{service.url}/templates/{name}", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                          timeout=10)
+    assert stored.status_code == 200 and stored.json()["body"].startswith("Your code is ((code))")
+    assert "482913" not in service.log_text()  # the preview's text is never logged
 
     # Masked numbers only, except the one the operator typed on that page.
     everyone = [*to, person]

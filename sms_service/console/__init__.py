@@ -6,7 +6,11 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from sms_service import errors
-from sms_service.console import auth, views
+from sms_service.console import (
+    auth,
+    templates_page,  # noqa: F401  (its routes join views.bp)
+    views,
+)
 
 PREFIX = "/console"
 # No inline script or style anywhere: htmx's own indicator style is turned off in the

@@ -1,4 +1,4 @@
-"""The console's pages: sign-in and sign-out, overview, messages, opt-outs."""
+"""The console's pages: sign-in and sign-out, overview, messages, opt-outs (templates: templates_page)."""
 
 from __future__ import annotations
 

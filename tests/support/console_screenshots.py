@@ -34,6 +34,13 @@ SENDS = [
     ("+33612345602", "undelivered", "30003", "-0.07700"), ("+33612345603", None, None, None),
 ]
 
+# (name, body, description): otp gets two versions, the second one current.
+TEMPLATES = [
+    ("otp", "Your code is ((code)).", "login one-time code"),
+    ("otp", "Your Acme code is ((code)). It expires in 10 minutes.", "login one-time code"),
+    ("shipped", "Hi ((first name)), your order ((order)) has shipped.", "order shipped"),
+]
+
 
 def report(fake: FakeProvider, sent: dict, status: str, error_code: str | None, price: str | None) -> None:
     """Post a signed Twilio status callback, with the price when given."""
@@ -73,6 +80,9 @@ def main() -> int:
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         for number in ("+14155550177", "+447700900188"):
             requests.put(f"{service.url}/suppressions/{number}", headers=admin, timeout=10).raise_for_status()
+        for name, body, description in TEMPLATES:
+            requests.put(f"{service.url}/templates/{name}", headers=admin, timeout=10,
+                         json={"body": body, "description": description}).raise_for_status()
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{service.url}/console/")
@@ -87,6 +97,10 @@ def main() -> int:
             page.screenshot(path=OUT / "message.png", full_page=True)
             page.goto(f"{service.url}/console/opt-outs?number=%2B14155550177")
             page.screenshot(path=OUT / "opt-outs.png", full_page=True)
+            page.goto(f"{service.url}/console/templates/otp")
+            page.fill("#personalisation", "code=123456")
+            page.click("button:has-text('Preview')")
+            page.screenshot(path=OUT / "templates.png", full_page=True)
     fake.stop()
     for path in sorted(OUT.glob("*.png")):
         print(path.relative_to(TESTS.parent))
