@@ -73,9 +73,9 @@ def main() -> int:
     before_provider: list[int] = []
     through = Failover._through
 
-    def counted_through(self, route, message):
+    def counted_through(self, route, message, *rest):
         before_provider.append(counter.total)
-        return through(self, route, message)
+        return through(self, route, message, *rest)
 
     Failover._through = counted_through
     state = Path(tempfile.mkdtemp(prefix="sms-round-trips-"))
