@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from sms_service import phone
-from sms_service.data_commands import open_data_storage
-from sms_service.exceptions import ConfigError, StorageUnavailable
+from sms_service.data_commands import transfer
 from sms_service.storage import Storage
 from sms_service.suppression.service import ADMIN, SOURCES, SuppressionList, iso_time
 
@@ -62,33 +61,11 @@ def import_csv(storage: Storage, rows: Iterable[str]) -> tuple[int, int, list[in
 
 def run(args: argparse.Namespace) -> int:
     """The command: import or export against STORAGE_URI (nothing else is read); returns the exit status."""
-    try:
-        storage = open_data_storage()
-    except ConfigError as exc:
-        print(f"configuration error: {exc.message}", file=sys.stderr)
-        return 1
-    try:
-        if args.action == "export":
-            if args.file in (None, "-"):
-                count = export_csv(storage, sys.stdout)
-            else:
-                with open(args.file, "w", newline="", encoding="utf-8") as out:
-                    count = export_csv(storage, out)
-            print(f"exported {count} numbers", file=sys.stderr)
-            return 0
-        if args.file in (None, "-"):
-            added, kept, bad = import_csv(storage, sys.stdin)
-        else:
-            with open(args.file, newline="", encoding="utf-8-sig") as rows:
-                added, kept, bad = import_csv(storage, rows)
-    except (OSError, ValueError, csv.Error) as exc:
-        print(f"suppressions {args.action}: {exc}", file=sys.stderr)
-        return 1
-    except StorageUnavailable as exc:
-        print(f"suppressions {args.action}: {exc.message}", file=sys.stderr)
-        return 1
-    finally:
-        storage.close()
+    status, imported = transfer("suppressions", args, export_csv, import_csv, "numbers", newline="",
+                                errors=(ValueError, csv.Error))
+    if imported is None:
+        return status
+    added, kept, bad = imported
     print(f"imported {added} numbers ({kept} already on the list)", file=sys.stderr)
     if bad:
         lines = ", ".join(map(str, bad[:MAX_BAD_LINES_SHOWN]))

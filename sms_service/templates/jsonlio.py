@@ -15,8 +15,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from sms_service.data_commands import open_data_storage
-from sms_service.exceptions import ConfigError, StorageUnavailable
+from sms_service.data_commands import transfer
 from sms_service.storage import Storage
 from sms_service.suppression.service import iso_time
 from sms_service.templates.service import MAX_VERSION, check_content, valid_name
@@ -115,33 +114,10 @@ def _millis(text: Any, where: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command: export or import against STORAGE_URI; returns the exit status."""
-    try:
-        storage = open_data_storage()
-    except ConfigError as exc:
-        print(f"configuration error: {exc.message}", file=sys.stderr)
-        return 1
-    try:
-        if args.action == "export":
-            if args.file in (None, "-"):
-                count = export_jsonl(storage, sys.stdout)
-            else:
-                with open(args.file, "w", encoding="utf-8") as out:
-                    count = export_jsonl(storage, out)
-            print(f"exported {count} templates", file=sys.stderr)
-            return 0
-        if args.file in (None, "-"):
-            restored, kept, bad = import_jsonl(storage, sys.stdin)
-        else:
-            with open(args.file, encoding="utf-8-sig") as lines:
-                restored, kept, bad = import_jsonl(storage, lines)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"templates {args.action}: {exc}", file=sys.stderr)
-        return 1
-    except StorageUnavailable as exc:
-        print(f"templates {args.action}: {exc.message}", file=sys.stderr)
-        return 1
-    finally:
-        storage.close()
+    status, imported = transfer("templates", args, export_jsonl, import_jsonl, "templates")
+    if imported is None:
+        return status
+    restored, kept, bad = imported
     print(f"imported {restored} templates ({kept} already there, kept as they are)", file=sys.stderr)
     for number, reason in bad[:MAX_BAD_LINES_SHOWN]:
         print(f"line {number} skipped: {reason}", file=sys.stderr)
