@@ -4,10 +4,11 @@
 
 Builds the service in this process with the bench's settings (`--env` on top), sends
 `--sends` messages through it (each to a new receiver) after a few of warm-up, and
-counts every storage command: each SQLite statement (the connection's trace callback)
-and each Redis command (a counting wrapper around the client's `execute_command`: a
-script is one). Prints one JSON line: the commands per send in all and before the
-provider call. The count does not depend on the machine or its load.
+counts every storage round trip: each SQLite statement the storage executes (a counting
+wrapper around its connection; a trigger's work is part of its statement) and each Redis
+request (a counting wrapper around the client's `execute_command`, a script being one,
+and around a pipeline's `execute`, a pipeline being one). Prints one JSON line: the round
+trips per send in all and before the provider call. The count does not depend on the machine or its load.
 """
 
 from __future__ import annotations
@@ -38,16 +39,36 @@ class Counter:
             self.total += 1
 
 
+class CountedConnection:
+    """A sqlite3 connection that counts the statements run through it.
+
+    Not the connection's trace callback: SQLite calls that for every trigger a
+    statement fires too, which would count the listing index's triggers as round trips.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, counter: Counter) -> None:
+        self._conn, self._counter = conn, counter
+
+    def execute(self, *args, **kwargs):
+        self._counter.add()
+        return self._conn.execute(*args, **kwargs)
+
+    def executemany(self, *args, **kwargs):
+        self._counter.add()
+        return self._conn.executemany(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
 def count_storage(counter: Counter) -> None:
-    """Count every SQLite statement and every Redis command from now on."""
+    """Count every SQLite statement and every Redis request from now on."""
     from sms_service.storage import sqlite as sqlite_backend
 
     connect = sqlite_backend.SqliteStorage._connect
 
-    def counted_connect(self) -> sqlite3.Connection:
-        conn = connect(self)
-        conn.set_trace_callback(counter.add)
-        return conn
+    def counted_connect(self) -> CountedConnection:
+        return CountedConnection(connect(self), counter)
 
     sqlite_backend.SqliteStorage._connect = counted_connect
     execute = redis.Redis.execute_command
@@ -57,6 +78,15 @@ def count_storage(counter: Counter) -> None:
         return execute(self, *args, **options)
 
     redis.Redis.execute_command = counted_execute
+    # A pipeline's commands wait in its buffer (its own execute_command) and go in one
+    # request when it is executed.
+    pipeline_execute = redis.client.Pipeline.execute
+
+    def counted_pipeline(self, *args, **options):
+        counter.add()
+        return pipeline_execute(self, *args, **options)
+
+    redis.client.Pipeline.execute = counted_pipeline
 
 
 def main() -> int:
