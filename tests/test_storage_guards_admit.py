@@ -182,7 +182,7 @@ def test_one_round_trip_on_redis_and_at_most_two_statements_on_sqlite(storage):
     if isinstance(storage, RedisStorage) and storage.topology.kind == "cluster":
         # A send's keys lie in several slots: a cluster keeps the composed sequence, whose
         # answers the tests above hold equal to the one script's.
-        assert not storage._guards_in_one_script()
+        assert not storage._one_node()
     elif isinstance(storage, RedisStorage):
         def scripts() -> int:
             # The commands a script runs are counted under their own names: count the calls.

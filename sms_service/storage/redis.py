@@ -172,7 +172,7 @@ end
 # ARGV: record, ttl, event id, indexed, event ttl. Answers {code, status, event}: code 1
 # stored, 0 left alone, 2 merged an orphan (status: the record's after the merge); event
 # 'event' (enqueued), 'index', 'stale' or ''.
-_MESSAGE_CREATE_SCRIPT = _RULE + _ENQUEUE + """
+_MESSAGE_CREATE_BODY = """
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -201,6 +201,7 @@ if event then
 end
 return {2, record.status, ''}
 """
+_MESSAGE_CREATE_SCRIPT = _RULE + _ENQUEUE + _MESSAGE_CREATE_BODY
 
 # ARGV: entry, orphan fields, ttl, event id, indexed, event ttl. Answers
 # {before, record, event} with event as for the create script.
@@ -700,6 +701,7 @@ class RedisStorage(Storage):
         self._swap = register(_SWAP_SCRIPT)
         self._delete = register(_DELETE_SCRIPT)
         self._message_create = register(_MESSAGE_CREATE_SCRIPT)
+        self._message_create_indexed = register(_MESSAGE_CREATE_INDEXED_SCRIPT)
         self._message_update = register(_MESSAGE_UPDATE_SCRIPT)
         self._suppress_add = register(_SUPPRESS_ADD_SCRIPT)
         self._budget = register(_BUDGET_SCRIPT)
@@ -758,6 +760,8 @@ class RedisStorage(Storage):
     def message_create(self, key: str, record: dict[str, Any], ttl_ms: int,
                        event_id: str | None = None) -> bool:
         value = json.dumps(record, separators=(",", ":"))
+        if self._one_node():
+            return self._message_create_with_index(key, record, value, ttl_ms, event_id)
         # The script answers {1, ...} when it stored the record, {2, status, ...} when it
         # merged an orphan in, {0, ...} when it left a live record alone.
         answer = self._with_event(key, event_id, lambda names, event, indexed: self._message_create(
@@ -767,6 +771,32 @@ class RedisStorage(Storage):
         status = answer[1].decode() if answer[0] == 2 else record.get("status")
         self._index_message(key, {**record, "status": status}, ttl_ms)
         return answer[0] == 2
+
+    def _message_create_with_index(self, key: str, record: dict[str, Any], value: str, ttl_ms: int,
+                                   event_id: str | None) -> bool:
+        """message_create in one round trip: the record, its listing index and its due time.
+
+        Only a new record is indexed in the script; an orphan's merge (rare) takes the
+        status the merge gave it, so it is indexed after, as on a cluster.
+        """
+        calls = self._index_calls(key, record, ttl_ms, "add")
+        index_keys = [name for call in calls for name in call[1:1 + call[0]]]
+        index_args: list[Any] = [len(calls)]
+        for call in calls:
+            index_args += [call[0], *call[1 + call[0]:]]
+        check_at = record.get("checkAt")
+        due = check_at if isinstance(check_at, int | float) else ""
+        answer = self._with_event(key, event_id, lambda names, event, indexed: self._message_create_indexed(
+            keys=[*names, *index_keys, keys.RECONCILE_DUE],
+            args=[value, ttl_ms, event, indexed, EVENT_TTL_MS, *index_args, due, key]))
+        if answer[0] == 0:
+            return False
+        if answer[0] == 2:
+            self._index_message(key, {**record, "status": answer[1].decode()}, ttl_ms)
+            return True
+        if not answer[3]:
+            log.warning("message listing index not updated", extra={"key": key[:200], "reason": "script"})
+        return False
 
     def message_update(self, key: str, entry: dict[str, Any], orphan: dict[str, Any],
                        ttl_ms: int, event_id: str | None = None) -> tuple[str | None, dict[str, Any]]:
@@ -1057,6 +1087,17 @@ class RedisStorage(Storage):
         self._write_index(key, record, ttl_ms, "status")
 
     def _write_index(self, key: str, record: dict[str, Any], ttl_ms: int, mode: str) -> None:
+        calls = self._index_calls(key, record, ttl_ms, mode)
+        try:
+            self._pipeline_index(calls, record.get("checkAt") if mode == "add" else None, key)
+        except (redis.RedisError, OSError) as exc:
+            # The record is stored: only the listing misses it (or shows its old status).
+            log.warning("message listing index not updated", extra={"key": key[:200],
+                                                                     "reason": type(exc).__name__})
+
+    @staticmethod
+    def _index_calls(key: str, record: dict[str, Any], ttl_ms: int, mode: str) -> list[tuple]:
+        """The index script's calls for `record`: (key count, *keys, *args), one per owner scope."""
         status = record.get("status")
         new_status = _INDEXED_STATUSES.index(status) + 1 if status in _INDEXED_STATUSES else 0
         score = listing.sent_ms(record)
@@ -1076,12 +1117,7 @@ class RedisStorage(Storage):
             names = [f"{tag}:by-time", *static, *(f"{tag}:status:{name}" for name in statuses)]
             position = new_status if mode == "status" else 1
             calls.append((len(names), *names, key, score, keep, keep, 2 + len(static), position, mode))
-        try:
-            self._pipeline_index(calls, record.get("checkAt") if mode == "add" else None, key)
-        except (redis.RedisError, OSError) as exc:
-            # The record is stored: only the listing misses it (or shows its old status).
-            log.warning("message listing index not updated", extra={"key": key[:200],
-                                                                     "reason": type(exc).__name__})
+        return calls
 
     def _pipeline_index(self, calls: list[tuple], check_at: object, key: str) -> None:
         """Run the index scripts (and the due time) in one round trip.
@@ -1263,7 +1299,7 @@ class RedisStorage(Storage):
 
     def guards_admit(self, number: str, delay_key: str, reset_after_ms: int,
                      budget: BudgetAsk | None = None, circuit: CircuitAsk | None = None) -> GuardsAnswer:
-        if not self._guards_in_one_script():
+        if not self._one_node():
             return super().guards_admit(number, delay_key, reset_after_ms, budget, circuit)
         args = [number, reset_after_ms, *(("1", *budget[1:]) if budget else ("0", 0, 0, 0)),
                 *(("1", circuit.lease_ms) if circuit else ("0", 0))]
@@ -1280,9 +1316,9 @@ class RedisStorage(Storage):
         state = (answer[3].decode(), int(answer[4])) if len(answer) > 3 else None
         return GuardsAnswer(None, 0, used, at, state)
 
-    def _guards_in_one_script(self) -> bool:
-        # Every key of one send in one script: one node only. (A Redis Cluster spreads
-        # them over slots and keeps the composed default.)
+    def _one_node(self) -> bool:
+        # Every key of one send in one script (the guards; the record with its index):
+        # one node only. A Redis Cluster spreads them over slots and keeps separate calls.
         return self.topology.kind != "cluster"
 
     @cached_property
@@ -1304,25 +1340,61 @@ def _template_value(stored: bytes) -> tuple[int, str]:
 # on different slots), so a reader skips a member whose record has expired or whose
 # status has moved on; entries a MESSAGE_TTL (and a day) older than a set's newest are
 # trimmed at each write.
-_INDEX_SCRIPT = """
-local member, score, keep, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local first_status, new_status = tonumber(ARGV[5]), tonumber(ARGV[6])
-if ARGV[7] == 'status' and not redis.call('ZSCORE', KEYS[1], member) then
-  return 0  -- trimmed or never indexed: a status change brings back nothing
-end
-for i = 1, #KEYS do
-  if i >= first_status and i - first_status + 1 ~= new_status then
-    redis.call('ZREM', KEYS[i], member)
-  elseif ARGV[7] ~= 'status' or i >= first_status then
-    redis.call('ZADD', KEYS[i], score, member)
-    -- Measured from the set's newest entry, not a clock: a provider's skewed dateEvent
-    -- never makes a live record fall out of its sets.
-    local newest = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')[2]
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (tonumber(newest) - keep))
-    redis.call('PEXPIRE', KEYS[i], ttl)
+_INDEX_FUNCTION = """
+local function index(names, member, score, keep, ttl, first_status, new_status, mode)
+  if mode == 'status' and not redis.call('ZSCORE', names[1], member) then
+    return 0  -- trimmed or never indexed: a status change brings back nothing
   end
+  for i = 1, #names do
+    if i >= first_status and i - first_status + 1 ~= new_status then
+      redis.call('ZREM', names[i], member)
+    elseif mode ~= 'status' or i >= first_status then
+      redis.call('ZADD', names[i], score, member)
+      -- Measured from the set's newest entry, not a clock: a provider's skewed dateEvent
+      -- never makes a live record fall out of its sets.
+      local newest = redis.call('ZREVRANGE', names[i], 0, 0, 'WITHSCORES')[2]
+      redis.call('ZREMRANGEBYSCORE', names[i], '-inf', '(' .. (tonumber(newest) - keep))
+      redis.call('PEXPIRE', names[i], ttl)
+    end
+  end
+  return 1
 end
-return 1
+"""
+# KEYS: the sets; ARGV: member, score, keep, ttl, first status set, new status, mode.
+_INDEX_SCRIPT = _INDEX_FUNCTION + """
+return index(KEYS, ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+             tonumber(ARGV[6]), ARGV[7])
+"""
+# The create script, then, when it stored a new record, its listing index and due time in
+# the same call (one node only: on a Redis Cluster these keys sit in other slots). KEYS:
+# the create script's two, each index call's sets, the reconciler's due set. ARGV: the
+# create script's five, the number of index calls, each call's key count and its seven
+# index arguments, then the due time ('' for none) and the message key. Answers the
+# create script's answer and a 4th item: 1 when the index was written, 0 when it failed
+# (the record stands; only the listing misses it, as with separate calls).
+_MESSAGE_CREATE_INDEXED_SCRIPT = _RULE + _ENQUEUE + _INDEX_FUNCTION + (
+    "local function create()\n" + _MESSAGE_CREATE_BODY + "\nend\n") + """
+local answer = create()
+if answer[1] ~= 1 then
+  return answer
+end
+local written, k, a = 1, 3, 7
+for _ = 1, tonumber(ARGV[6]) do
+  local count, names = tonumber(ARGV[a]), {}
+  for j = 1, count do
+    names[j] = KEYS[k + j - 1]
+  end
+  if not pcall(index, names, ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+               tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), ARGV[a + 7]) then
+    written = 0
+  end
+  k, a = k + count, a + 8
+end
+if ARGV[a] ~= '' and not pcall(redis.call, 'ZADD', KEYS[k], ARGV[a], ARGV[a + 1]) then
+  written = 0
+end
+answer[4] = written
+return answer
 """
 _SET_ONCE_SCRIPT = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
