@@ -601,6 +601,10 @@ def run_scenarios(args: argparse.Namespace, stack: Stack, tmp: Path) -> dict[str
         runs["s4_service"] = wrk.measure("service", svc.url + "/send", 16, instance=svc, provider=p50)
         mem.append(memory(svc, "after load"))
         svc.stop()
+        # Context: what the twenty-line relay adds under the same conditions.
+        naive = start("s4-naive-relay", p50, app="naive_relay:app")
+        runs["s4_naive"] = wrk.measure("naive relay", naive.url + "/send", 16, instance=naive, provider=p50)
+        naive.stop()
 
     def on_and_off(scenario: str, env: dict[str, str], on: tuple[str, str], off: tuple[str, str]) -> None:
         # The same service with and without `env`, one after the other, at 100 and 0 ms:
@@ -720,6 +724,16 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{base_lat[pct]:.1f} ms (direct)", overhead,
                 f"+{overhead:.1f} ms ({min(overheads):+.1f} to {max(overheads):+.1f})", target,
                 f"<= {target:g} ms", higher=False)
+        if "s4_naive" in runs:
+            for pct in ("p50", "p99"):
+                overheads = [a["latency_ms"][pct] - b["latency_ms"][pct] for a, b in zip(
+                    runs["s4_naive"].get("rounds", [runs["s4_naive"]]),
+                    runs["direct_50ms_16c"].get("rounds", [runs["direct_50ms_16c"]]), strict=False)]
+                overhead = round(statistics.median(overheads), 2)
+                row("4", f"context: the naive relay's latency overhead {pct}, same conditions",
+                    f"{runs['s4_naive']['latency_ms'][pct]:.1f} ms", f"{base_lat[pct]:.1f} ms (direct)",
+                    overhead, f"+{overhead:.1f} ms ({min(overheads):+.1f} to {max(overheads):+.1f})",
+                    None, "-", higher=False)
     for when in ("idle", "after load"):
         sizes = [m for m in data["memory"] if m["when"] == when and m["max_mb"] is not None]
         if sizes:
