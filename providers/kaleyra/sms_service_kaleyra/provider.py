@@ -8,7 +8,6 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any
 
@@ -26,6 +25,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.provider_values import decimal_amount, one_line, setting
 from sms_service.scrub import Scrubber, scrub_error
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ SMS_TYPES = ("DEFAULT", "OTP", "TXN", "MKT")
 DEFAULT_BALANCE_PATH = "/api/v1/{sid}/billing"
 DEFAULT_BALANCE_FIELD = "data.balance"
 CURRENCY_KEYS = ("currency", "currency_code", "currency_symbol")
-MAX_REASON_CHARS = 200
 MAX_CODE_CHARS = 50
 # An earlier createdDateTime is a placeholder (0001-01-01...), not when Kaleyra took the
 # message; it would also print as a year of fewer than four digits.
@@ -101,7 +100,7 @@ class KaleyraProvider(Provider):
         self.balance_url = base_url + _balance_path(env).replace("{sid}", quoted_sid)
         self.sms_type = _sms_type(env)
         self.balance_field = _dotted(env, "KALEYRA_BALANCE_FIELD", DEFAULT_BALANCE_FIELD)
-        currency_field = _get(env, "KALEYRA_BALANCE_CURRENCY_FIELD")
+        currency_field = setting(env, "KALEYRA_BALANCE_CURRENCY_FIELD")
         self.currency_field = (
             _dotted(env, "KALEYRA_BALANCE_CURRENCY_FIELD", "") if currency_field else None
         )
@@ -188,7 +187,7 @@ class KaleyraProvider(Provider):
             raise _balance_error(answer)
         data = _json_object(answer)
         value, holder = _lookup(data, self.balance_field)
-        amount = _decimal(value)
+        amount = decimal_amount(value)
         if amount is None:
             raise _unreadable(
                 answer, "balance answer lacks a readable amount at KALEYRA_BALANCE_FIELD"
@@ -232,20 +231,14 @@ class KaleyraProvider(Provider):
         else:
             candidates = (holder.get(key) for key in CURRENCY_KEYS) if holder else ()
             value = next((c for c in candidates if isinstance(c, str) and c.strip()), None)
-        return _one_line(value)[:16] if isinstance(value, str) else ""
+        return one_line(value)[:16] if isinstance(value, str) else ""
 
 
 # -- configuration --------------------------------------------------------------------
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    # An empty value counts as unset: templated deployments often export NAME="".
-    value = env.get(name)
-    return value or None
-
-
 def _token(env: Mapping[str, str], name: str) -> str:
-    value = _get(env, name)
+    value = setting(env, name)
     if value is None:
         raise ConfigError(f"{name} is required for the kaleyra provider")
     # Headers and URL paths cannot carry these; a stray newline or quote from a
@@ -259,7 +252,7 @@ def _token(env: Mapping[str, str], name: str) -> str:
 
 
 def _sms_type(env: Mapping[str, str]) -> str | None:
-    value = _get(env, "KALEYRA_SMS_TYPE")
+    value = setting(env, "KALEYRA_SMS_TYPE")
     if value is None:
         return None
     value = value.strip().upper()
@@ -269,7 +262,7 @@ def _sms_type(env: Mapping[str, str]) -> str | None:
 
 
 def _balance_path(env: Mapping[str, str]) -> str:
-    value = _get(env, "KALEYRA_BALANCE_PATH") or DEFAULT_BALANCE_PATH
+    value = setting(env, "KALEYRA_BALANCE_PATH") or DEFAULT_BALANCE_PATH
     # The path is appended to KALEYRA_BASE_URL; "//" would let it name another host and
     # send the API key there.
     if not value.startswith("/") or value.startswith("//") or "://" in value:
@@ -282,7 +275,7 @@ def _balance_path(env: Mapping[str, str]) -> str:
 
 
 def _dotted(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
-    value = _get(env, name) or default
+    value = setting(env, name) or default
     keys = tuple(value.split("."))
     if not all(keys) or any(c.isspace() or not c.isprintable() for c in value):
         raise ConfigError(f"{name} must be a dotted path of JSON keys such as data.balance")
@@ -365,7 +358,7 @@ def _details(data: object, status: int) -> tuple[str | int | None, str]:
     reason = message.strip()
     if extra:
         reason = f"{reason} ({'; '.join(extra)})" if reason else "; ".join(extra)
-    return code, _one_line(reason or f"answered HTTP {status}")
+    return code, one_line(reason or f"answered HTTP {status}")
 
 
 def _code(value: object) -> str | int | None:
@@ -374,7 +367,7 @@ def _code(value: object) -> str | int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        text = _one_line(value)
+        text = one_line(value)
         return text[:MAX_CODE_CHARS] or None
     return None
 
@@ -385,14 +378,6 @@ def _string(value: object) -> str:
 
 def _text(code: str | int | None, reason: str) -> str:
     return f"{NAME} error {code}: {reason}" if code is not None else f"{NAME}: {reason}"
-
-
-def _one_line(text: str) -> str:
-    # Kaleyra's reasons reach the caller's 400 message and the logs: one line, bounded.
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
-    return text
 
 
 def message_id(raw: str) -> str:
@@ -462,17 +447,6 @@ def _lookup(data: object, keys: tuple[str, ...]) -> tuple[object, dict[str, Any]
         holder = node
         node = node.get(key)
     return node, holder
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    # NaN would make every later comparison with zero raise; infinity is no balance.
-    return amount if amount.is_finite() else None
 
 
 # -- delivery reports -----------------------------------------------------------------

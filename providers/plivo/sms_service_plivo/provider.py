@@ -7,7 +7,6 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any
 
@@ -33,6 +32,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.provider_values import Secret, decimal_amount, one_line, setting
 from sms_service_plivo import signature
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ CURRENCY = "USD"
 OPTED_OUT_CODE = "200"
 # error_code of a message that had no error.
 NO_ERROR_CODES = frozenset({"", "0", "000"})
-MAX_REASON_CHARS = 200
 MAX_CODE_CHARS = 50
 
 # Plivo's message states -> the service's normalised status (SPEC section 10).
@@ -87,12 +86,12 @@ class PlivoProvider(Provider):
         never contains a secret.
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
-        auth_id = _get(env, "PLIVO_AUTH_ID")
+        auth_id = setting(env, "PLIVO_AUTH_ID")
         if auth_id is None:
             raise ConfigError("PLIVO_AUTH_ID is required for the plivo provider")
         if not _AUTH_ID.fullmatch(auth_id):
             raise ConfigError("PLIVO_AUTH_ID must be letters and digits (MA... or SA...)")
-        token = _get(env, "PLIVO_AUTH_TOKEN")
+        token = setting(env, "PLIVO_AUTH_TOKEN")
         if token is None:
             raise ConfigError("PLIVO_AUTH_TOKEN is required for the plivo provider")
         if not _SECRET.fullmatch(token):
@@ -101,7 +100,7 @@ class PlivoProvider(Provider):
         base_url = base_url_setting(env, "PLIVO_BASE_URL", DEFAULT_BASE_URL)
         self.account_url = f"{base_url}/v1/Account/{auth_id}/"
         self.messages_url = f"{self.account_url}Message/"
-        self._token = _Secret(token)
+        self._token = Secret(token)
         self._http = ProviderHTTP(
             NAME,
             timeout=timeout,
@@ -145,7 +144,7 @@ class PlivoProvider(Provider):
         if not 200 <= answer.status < 300:
             raise _read_error(answer)
         data = _json_object(answer)
-        amount = _decimal(data.get("cash_credits"))
+        amount = decimal_amount(data.get("cash_credits"))
         if amount is None:
             raise _unreadable(answer, "account answer lacks a readable cash_credits")
         return Balance(amount=amount, currency=CURRENCY)
@@ -212,23 +211,6 @@ class PlivoProvider(Provider):
         self._http.close()
 
 
-class _Secret:
-    """A secret kept out of every repr, log line and traceback."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    # An empty value counts as unset: templated deployments often export NAME="".
-    return env.get(name) or None
-
-
 # -- answers --------------------------------------------------------------------------
 
 
@@ -278,7 +260,7 @@ def _details(answer: ProviderAnswer) -> tuple[str, str | None]:
             reason = "; ".join(f"{key}: {_flat(value)}" for key, value in error.items() if _flat(value))
         if not reason and isinstance(data.get("message"), str):
             reason = data["message"]
-    return _one_line(reason) or f"answered HTTP {answer.status}", None
+    return one_line(reason) or f"answered HTTP {answer.status}", None
 
 
 def _flat(value: object) -> str:
@@ -287,29 +269,10 @@ def _flat(value: object) -> str:
     return str(value) if isinstance(value, str | int) else ""
 
 
-def _one_line(text: str) -> str:
-    # Plivo's reasons reach the caller's 400 message and the logs: one line, bounded.
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
-    return text
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    # NaN would make every later comparison with zero raise; infinity is no amount.
-    return amount if amount.is_finite() else None
-
-
 def _text_value(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    text = _one_line(str(value))
+    text = one_line(str(value))
     return text or None
 
 
@@ -335,7 +298,7 @@ def _price(amount: str | None) -> str | None:
     Plivo writes ``0.00000`` until it has charged (and for messages it does not charge),
     which says nothing about the price.
     """
-    value = _decimal(amount)
+    value = decimal_amount(amount)
     if value is None or value == 0 or amount is None:
         return None
     return amount.strip().lstrip("-+")

@@ -8,7 +8,6 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any
 
@@ -37,6 +36,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.provider_values import decimal_amount, one_line, setting
 from sms_service_telnyx import signature
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ REJECTED_CODES = frozenset({"10002", "10016"})  # invalid phone number, not E.16
 # "Blocked due to STOP message": the receiver sent STOP to this sender (HTTP 409 at send,
 # or an error of message.finalized).
 OPTED_OUT_CODE = "40300"
-MAX_REASON_CHARS = 200
 MAX_CODE_CHARS = 50
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -93,13 +92,13 @@ class TelnyxProvider(Provider):
         secret.
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
-        api_key = _get(env, "TELNYX_API_KEY")
+        api_key = setting(env, "TELNYX_API_KEY")
         if api_key is None:
             raise ConfigError("TELNYX_API_KEY is required for the telnyx provider")
         if not _SECRET.fullmatch(api_key):
             raise ConfigError("TELNYX_API_KEY must be printable ASCII with no spaces or line breaks")
         self._public_key = _public_key(env, required=callback_url is not None)
-        profile = _get(env, "TELNYX_MESSAGING_PROFILE_ID")
+        profile = setting(env, "TELNYX_MESSAGING_PROFILE_ID")
         if profile is not None and not _SECRET.fullmatch(profile):
             raise ConfigError("TELNYX_MESSAGING_PROFILE_ID must be printable ASCII with no spaces")
         self.messaging_profile_id = profile
@@ -155,9 +154,9 @@ class TelnyxProvider(Provider):
         if not 200 <= answer.status < 300:
             raise _read_error(answer)
         data = _data(answer)
-        amount = _decimal(data.get("available_credit"))
+        amount = decimal_amount(data.get("available_credit"))
         if amount is None:
-            amount = _decimal(data.get("balance"))
+            amount = decimal_amount(data.get("balance"))
         if amount is None:
             raise _unreadable(answer, "balance answer lacks a readable available_credit or balance")
         return Balance(amount=amount, currency=_text(data.get("currency")) or "")
@@ -240,13 +239,8 @@ class TelnyxProvider(Provider):
 # -- configuration --------------------------------------------------------------------
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    # An empty value counts as unset: templated deployments often export NAME="".
-    return env.get(name) or None
-
-
 def _public_key(env: Mapping[str, str], required: bool) -> Any:
-    value = _get(env, "TELNYX_PUBLIC_KEY")
+    value = setting(env, "TELNYX_PUBLIC_KEY")
     if value is None:
         if required:
             raise ConfigError("TELNYX_PUBLIC_KEY is required when PUBLIC_BASE_URL is set: it verifies "
@@ -286,7 +280,7 @@ def _first_error(answer: ProviderAnswer) -> tuple[str | None, str]:
     code = _text(first.get("code"))
     title, detail = _text(first.get("title")), _text(first.get("detail"))
     reason = f"{title}: {detail}" if title and detail and detail != title else (title or detail or "")
-    return (code[:MAX_CODE_CHARS] if code else None), _one_line(reason) or f"answered HTTP {answer.status}"
+    return (code[:MAX_CODE_CHARS] if code else None), one_line(reason) or f"answered HTTP {answer.status}"
 
 
 def _send_error(answer: ProviderAnswer) -> ProviderError:
@@ -323,30 +317,11 @@ def _read_error(answer: ProviderAnswer) -> ProviderError:
                                http_status=answer.status, request_id=answer.request_id)
 
 
-def _one_line(text: str) -> str:
-    # Telnyx's reasons reach the caller's 400 message and the logs: one line, bounded.
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
-    return text
-
-
 def _text(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    text = _one_line(str(value))
+    text = one_line(str(value))
     return text or None
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    # NaN would make every later comparison with zero raise; infinity is no amount.
-    return amount if amount.is_finite() else None
 
 
 def _parts(value: object) -> int | None:
@@ -375,7 +350,7 @@ def _cost(cost: object) -> tuple[str | None, str | None]:
     if not isinstance(cost, dict):
         return None, None
     amount = cost.get("amount")
-    value = _decimal(amount)
+    value = decimal_amount(amount)
     if value is None or value == 0:
         return None, None
     currency = _text(cost.get("currency"))

@@ -7,7 +7,6 @@ import email.utils
 import logging
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from importlib import metadata
 from typing import Any
 
@@ -35,6 +34,7 @@ from sms_service.provider_http import (
     base_url_setting,
     error_for_status,
 )
+from sms_service.provider_values import Secret, decimal_amount, one_line, setting
 from sms_service.scrub import Scrubber, scrub_error
 from sms_service_twilio import signature
 
@@ -48,7 +48,6 @@ RATE_LIMIT_CODE = 20429
 UNSUBSCRIBED_CODE = 21610
 # An empty TwiML answer: Twilio sends no reply to the inbound message.
 EMPTY_TWIML = b"<Response/>"
-MAX_REASON_CHARS = 200
 # An earlier date_created is a placeholder, not when Twilio took the message; it would
 # also print as a year of fewer than four digits.
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -99,7 +98,7 @@ class TwilioProvider(Provider):
         never contains a secret.
         """
         super().__init__(env, timeout=timeout, callback_url=callback_url)
-        account_sid = _get(env, "TWILIO_ACCOUNT_SID")
+        account_sid = setting(env, "TWILIO_ACCOUNT_SID")
         if account_sid is None:
             raise ConfigError("TWILIO_ACCOUNT_SID is required for the twilio provider")
         if not _ACCOUNT_SID.fullmatch(account_sid):
@@ -112,7 +111,7 @@ class TwilioProvider(Provider):
         self.balance_url = f"{root}/Balance.json"
         auth, token = _credentials(env, account_sid, callbacks=callback_url is not None)
         self._scrubber = Scrubber([callback_url, token, auth[1]])
-        self._verify_token = _Secret(token or "")
+        self._verify_token = Secret(token or "")
         self._http = ProviderHTTP(
             NAME,
             timeout=timeout,
@@ -197,7 +196,7 @@ class TwilioProvider(Provider):
     def _balance(self) -> Balance:
         answer = self._http.request("GET", self.balance_url)
         data = _success_object(answer)
-        amount = _decimal(data.get("balance"))
+        amount = decimal_amount(data.get("balance"))
         if amount is None:
             raise _unreadable(answer, "balance answer lacks a readable balance")
         currency = data.get("currency")
@@ -261,30 +260,12 @@ class TwilioProvider(Provider):
         self._http.close()
 
 
-class _Secret:
-    """A secret kept out of every repr, log line and traceback."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    # An empty value counts as unset: templated deployments often export NAME="".
-    value = env.get(name)
-    return value or None
-
-
 def _credentials(env: Mapping[str, str], account_sid: str,
                  callbacks: bool) -> tuple[tuple[str, str], str | None]:
     """The Basic auth pair for the API, and the auth token that verifies callbacks."""
-    token = _get(env, "TWILIO_AUTH_TOKEN")
-    key_sid = _get(env, "TWILIO_API_KEY_SID")
-    key_secret = _get(env, "TWILIO_API_KEY_SECRET")
+    token = setting(env, "TWILIO_AUTH_TOKEN")
+    key_sid = setting(env, "TWILIO_API_KEY_SID")
+    key_secret = setting(env, "TWILIO_API_KEY_SECRET")
     if key_sid is None and key_secret is None:
         if token is None:
             raise ConfigError(
@@ -354,7 +335,7 @@ def _error(answer: ProviderAnswer) -> ProviderError:
     if isinstance(data, dict):
         code = _code(data.get("code"))
         if isinstance(data.get("message"), str):
-            reason = _one_line(data["message"])
+            reason = one_line(data["message"])
     if not reason:
         reason = f"answered HTTP {answer.status}"
     # 20429 means the request was never processed, whatever status carries it.
@@ -381,14 +362,6 @@ def _code(value: object) -> int | None:
     if isinstance(value, str) and _DIGITS.fullmatch(value) and len(value) <= 9:
         return int(value)
     return None
-
-
-def _one_line(text: str) -> str:
-    # Twilio reasons reach the caller's 400 message and the logs: one line, bounded.
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    if len(text) > MAX_REASON_CHARS:
-        text = text[: MAX_REASON_CHARS - 3].rstrip() + "..."
-    return text
 
 
 def _segments(value: object) -> int | None:
@@ -423,18 +396,7 @@ def _date_created(value: object) -> dt.datetime:
 def _price(value: object, unit: object) -> tuple[str | None, str | None]:
     """Twilio's price (a negative string such as ``"-0.00750"``, null until known) as the
     plugin API wants it: the digits as written, sign dropped, with its currency."""
-    amount = _decimal(value)
+    amount = decimal_amount(value)
     if amount is None or not isinstance(value, str) or not isinstance(unit, str) or not unit.strip():
         return None, None
     return value.strip().lstrip("-"), unit.strip().upper()
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    # NaN would make every later comparison with zero raise; infinity is no balance.
-    return amount if amount.is_finite() else None
